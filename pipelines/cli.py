@@ -1,0 +1,173 @@
+"""The `tagwright` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rules.errors import RuleErrors
+from warehouse.settings import Settings
+
+app = typer.Typer(help="tagwright: nightly customer tags from web, store and marketplace exports.",
+                  no_args_is_help=True, add_completion=False)
+rules_app = typer.Typer(help="Check and test the tag rules in rules/*.yaml.", no_args_is_help=True)
+sources_app = typer.Typer(help="Source connectors.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(sources_app, name="sources")
+console = Console()
+
+
+def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    return table
+
+
+@app.command()
+def sample(customers: int = typer.Option(2000, help="people to simulate"),
+           days: int = typer.Option(730, help="days of history"),
+           seed: int = typer.Option(7, help="random seed; same seed and end date, same bytes"),
+           end_date: str = typer.Option(None, help="last day of history, YYYY-MM-DD (default: yesterday)"),
+           out: Path = typer.Option(Path("data/inbox"), help="inbox folder to write the exports into")) -> None:
+    """Generate realistic sample exports for the web, store and marketplace sources."""
+    from sources.sample import generate
+
+    end = date.fromisoformat(end_date) if end_date else None
+    with console.status("generating sample exports"):
+        summary = generate(out, customers=customers, days=days, seed=seed, end_date=end)
+    console.print(_table(f"sample exports in {out}", ["what", "count"], list(summary.items())))
+
+
+@app.command()
+def run(as_of: str = typer.Option(None, "--as-of", help="business date YYYY-MM-DD (default: yesterday)")) -> None:
+    """Run the nightly flow (land, validate, stage, identities, features, tags, publish)."""
+    from pipelines.nightly import nightly
+    from warehouse.errors import StageError
+
+    try:
+        result = nightly(as_of=as_of)
+    except (StageError, RuleErrors) as exc:
+        console.print(f"[red]run failed:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(_table(f"run {result['run_id']} for {result['as_of']}: {result['status']}",
+                         ["stage", "seconds", "rows"],
+                         [(s, result["stage_seconds"][s], result["row_counts"].get(s)) for s in result["stage_seconds"]]))
+    _print_tag_counts(Path(result["warehouse"]))
+    console.print(f"warehouse: {result['warehouse']}\nexport:    {result['export']}")
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if result["status"] != "success":
+        raise typer.Exit(1)
+
+
+def _print_tag_counts(warehouse: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("""SELECT tag, value, customers, round(100 * coverage, 1) FROM analytics.tag_stats
+                              WHERE as_of = (SELECT max(as_of) FROM analytics.tag_stats)
+                              ORDER BY tag, customers DESC""").fetchall()
+    console.print(_table("customers per tag value", ["tag", "value", "customers", "% of customers"], rows))
+
+
+@app.command()
+def sql(query: str, output: str = typer.Option("table", help="table, csv or json")) -> None:
+    """Run a read-only SQL query against the published warehouse."""
+    import duckdb
+
+    settings = Settings.from_env()
+    if not settings.warehouse.exists():
+        console.print(f"[red]no warehouse at {settings.warehouse}[/red]; run `tagwright run` first")
+        raise typer.Exit(2)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        cursor = con.execute(query)
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    if output == "csv":
+        import csv
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif output == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=str, indent=2))
+    else:
+        console.print(_table("", columns, rows))
+
+
+@app.command()
+def explain(customer_id: str) -> None:
+    """Show a customer's source records, how they were linked, and every tag with its features."""
+    import duckdb
+
+    settings = Settings.from_env()
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        sources = con.execute("SELECT source, source_customer_id FROM analytics.customer_source_ids"
+                              " WHERE customer_id = ?", [customer_id]).fetchall()
+        if not sources:
+            console.print(f"[red]no customer {customer_id!r}[/red] in {settings.warehouse}")
+            raise typer.Exit(2)
+        tags = con.execute("SELECT tag, value, as_of FROM analytics.customer_tags WHERE customer_id = ?"
+                           " ORDER BY tag", [customer_id]).fetchall()
+    console.print(_table(f"source records of {customer_id}", ["source", "source_customer_id"], sources))
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        keys = con.execute("""
+            SELECT r.source, r.source_customer_id, r.member_id IS NOT NULL, r.email_key IS NOT NULL,
+                   r.phone_e164 IS NOT NULL, r.phone_masked_key IS NOT NULL, r.name_key IS NOT NULL
+            FROM stage.customer_records r JOIN identity.node_customer m USING (source, source_customer_id)
+            WHERE m.customer_id = ? ORDER BY 1, 2""", [customer_id]).fetchall()
+        features = con.execute("SELECT * FROM features.customer_features WHERE customer_id = ?",
+                               [customer_id]).fetchdf()
+    console.print(_table("identifiers present (normalised)", ["source", "id", "member id", "email", "phone",
+                                                               "masked phone", "name"], keys))
+    if not features.empty:
+        console.print(_table("features", ["feature", "value"], list(features.iloc[0].items())))
+    console.print(_table("tags", ["tag", "value", "as_of"], tags))
+
+
+@rules_app.command("check")
+def rules_check() -> None:
+    """Parse and check every rule file; errors point at file:line:column."""
+    from rules.compiler import features_sql, tags_sql
+    from rules.model import load_rules
+
+    try:
+        rules = load_rules()
+    except RuleErrors as exc:
+        for e in exc.errors:
+            console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(1) from exc
+    features_sql(rules, date.today(), 730)
+    tags_sql(rules)
+    console.print(f"ok: {len(rules.features)} features, {len(rules.scores)} scores, {len(rules.tags)} tags")
+
+
+@rules_app.command("test")
+def rules_test() -> None:
+    """Run the test cases written beside each tag (given features -> expected value)."""
+    from rules.testing import run_rule_tests
+
+    failures, total = run_rule_tests()
+    for f in failures:
+        console.print(f"[red]FAIL[/red] {f}")
+    console.print(f"{total - len(failures)} passed, {len(failures)} failed")
+    if failures:
+        raise typer.Exit(1)
+
+
+@sources_app.command("list")
+def sources_list() -> None:
+    """List the registered connectors with the entities they produce."""
+    from sources.sdk import discover
+
+    rows = [(c.name, ", ".join(f"{s.entity}({'+'.join(s.key)})" for s in c.streams),
+             ", ".join(f.pattern for f in c.files), c.encoding, c.description) for c in discover().values()]
+    console.print(_table("connectors", ["name", "entities (key)", "files", "encoding", "description"], rows))

@@ -1,0 +1,142 @@
+"""Compile a RuleSet to set-based SQL (DuckDB dialect), from objects, at the last step.
+
+Templates below are fixed text of ours with ``:placeholders``; everything that comes from a
+rule file is a checked sqlglot tree substituted into them, never pasted as text.
+
+``features_sql`` reads three relations the features stage provides (``feature_customers``,
+``feature_orders``, ``feature_activity``, already limited to data on or before as_of) and
+returns one row per customer: all features, then all scores.  ``tags_sql`` reads that
+``features`` relation and returns one row per customer and tag with a value::
+
+    SELECT customer_id, 'activity_level' AS tag,
+           CASE WHEN active_days_30 >= 15 THEN 'high' ... ELSE 'inactive' END AS value, NULL AS score
+    FROM features
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import sqlglot
+from sqlglot import exp
+
+from rules.model import LOOKBACK, Feature, RuleSet, Score, Tag
+
+DIALECT = "duckdb"
+
+# The date column each feature entity is windowed on, and its order column for 'latest'.
+ENTITY_DATES = {"orders": ("order_date", "ordered_at"), "activity": ("activity_date", "activity_date")}
+
+AGGREGATE_TEMPLATES = {
+    "count": "count(*)",
+    "count_distinct": "count(DISTINCT :of)",
+    "sum": "sum(:of)",
+    "min": "min(:of)",
+    "max": "max(:of)",
+    "avg": "avg(:of)",
+    "median": "median(:of)",
+    "latest": "arg_max(:of, :order_by)",
+    "days_since_latest": "date_diff('day', max(:of), :as_of)",
+    "days_since_earliest": "date_diff('day', min(:of), :as_of)",
+}
+
+
+def _template(sql: str, **values: exp.Expression) -> exp.Expression:
+    return exp.replace_placeholders(sqlglot.parse_one(sql, dialect=DIALECT), **values)
+
+
+def _date_literal(day: date) -> exp.Expression:
+    return exp.cast(exp.Literal.string(day.isoformat()), "date")
+
+
+def _window_start(feature: Feature, as_of: date, lookback_days: int) -> date | None:
+    days = lookback_days if feature.window_days == LOOKBACK else feature.window_days
+    return None if days is None else as_of - timedelta(days=int(days) - 1)
+
+
+def feature_aggregate(feature: Feature, as_of: date, lookback_days: int) -> exp.Expression:
+    """``agg FILTER (WHERE filter AND date >= window start)`` for one feature."""
+    date_column, order_column = ENTITY_DATES[feature.entity]
+    aggregate = _template(AGGREGATE_TEMPLATES[feature.aggregate],
+                          of=exp.column(feature.of or date_column), order_by=exp.column(order_column),
+                          as_of=_date_literal(as_of))
+    conditions = [feature.filter.copy()] if feature.filter is not None else []
+    start = _window_start(feature, as_of, lookback_days)
+    if start is not None:
+        conditions.append(exp.GTE(this=exp.column(date_column), expression=_date_literal(start)))
+    if conditions:
+        where = exp.Where(this=exp.and_(*conditions))
+        if isinstance(aggregate, exp.AggFunc):
+            return exp.Filter(this=aggregate, expression=where)
+        for node in list(aggregate.find_all(exp.AggFunc)):
+            node.replace(exp.Filter(this=node.copy(), expression=where.copy()))
+    return aggregate
+
+
+def _percent_rank(score: Score) -> exp.Expression:
+    """``percent_rank()`` of the scored feature among the customers ``among`` selects."""
+    direction = "" if score.higher_is_better else " DESC"
+    among = score.among.copy() if score.among is not None else exp.true()
+    return _template(f"percent_rank() OVER (PARTITION BY coalesce(:among, false) ORDER BY :of{direction})",
+                     among=among, of=exp.column(score.of))
+
+
+def _score_expression(score: Score) -> exp.Expression:
+    """``CASE WHEN among THEN 1 + CAST(pr >= cut AS INT) + ... END`` over the ranked column."""
+    steps = " + ".join(f"CAST(:pr >= {cut} AS INT)" for cut in score.cuts)
+    among = score.among.copy() if score.among is not None else exp.true()
+    return _template(f"CASE WHEN :among THEN 1 + {steps} END", among=among, pr=exp.column(f"_pr_{score.id}"))
+
+
+def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
+    """One row per customer in feature_customers with every feature and score."""
+    per_entity: dict[str, list[Feature]] = {}
+    for feature in rules.features.values():
+        per_entity.setdefault(feature.entity, []).append(feature)
+    query = exp.select("c.customer_id").from_("feature_customers AS c")
+    for entity, features in sorted(per_entity.items()):
+        alias = f"{entity}_agg"
+        sub = exp.select("customer_id").from_(f"feature_{entity}").group_by("customer_id")
+        for f in features:
+            sub = sub.select(exp.alias_(feature_aggregate(f, as_of, lookback_days), f.id))
+        query = query.join(exp.alias_(exp.Subquery(this=sub), alias), using=["customer_id"], join_type="left")
+        for f in features:
+            value: exp.Expression = exp.column(f.id, table=alias)
+            if f.default is not None:
+                value = exp.func("coalesce", value, exp.Literal.number(f.default))
+            query = query.select(exp.alias_(value, f.id))
+    ranked = exp.select("*").from_(exp.alias_(exp.Subquery(this=query), "base"))
+    for score in rules.scores.values():
+        ranked = ranked.select(exp.alias_(_percent_rank(score), f"_pr_{score.id}"))
+    scored = exp.select(*[exp.column(c) for c in ["customer_id", *rules.features]]).from_(
+        exp.alias_(exp.Subquery(this=ranked), "ranked"))
+    for score in rules.scores.values():
+        scored = scored.select(exp.alias_(_score_expression(score), score.id))
+    return scored.order_by("customer_id").sql(dialect=DIALECT, pretty=True)
+
+
+def tag_value_expression(tag: Tag) -> exp.Expression:
+    """``CASE WHEN <case 1> THEN 'v1' ... ELSE <fallback> END``: first matching case wins."""
+    case = exp.Case()
+    for c in tag.cases:
+        case = case.when(c.when.copy(), exp.Literal.string(c.value))
+    fallback = exp.Literal.string(tag.fallback) if tag.fallback is not None else exp.null()
+    return case.else_(fallback)
+
+
+def tag_select(tag: Tag, relation: str = "features") -> exp.Select:
+    return (exp.select("customer_id")
+            .select(exp.alias_(exp.Literal.string(tag.id), "tag"))
+            .select(exp.alias_(tag_value_expression(tag), "value"))
+            .select(exp.alias_(exp.cast(exp.null(), "double"), "score"))
+            .from_(relation))
+
+
+def tags_sql(rules: RuleSet, relation: str = "features") -> str:
+    """Every active tag's value per customer; customers whose value is NULL get no row."""
+    selects = [tag_select(t, relation) for t in sorted(rules.active_tags, key=lambda t: t.id)]
+    union = selects[0]
+    for s in selects[1:]:
+        union = exp.union(union, s, distinct=False)
+    return (exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "t"))
+            .where("value IS NOT NULL").order_by("customer_id", "tag").sql(dialect=DIALECT, pretty=True))

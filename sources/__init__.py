@@ -1,0 +1,1 @@
+"""Source connectors: one folder per connector plus the SDK they share (sdk.py)."""

@@ -1,0 +1,15 @@
+"""Errors raised by connectors: each names the file (and row/field when known) and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SourceError(Exception):
+    """A source file cannot be read at all; nothing from it is loaded."""
+
+    def __init__(self, path: Path | str, problem: str, fix: str, row: int | None = None,
+                 field: str | None = None) -> None:
+        self.path, self.problem, self.fix, self.row, self.field = str(path), problem, fix, row, field
+        where = self.path + (f", row {row}" if row is not None else "") + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {problem}. Fix: {fix}")

@@ -1,0 +1,354 @@
+"""Deterministic sample exports for the three built-in sources, with the traps of real data.
+
+``generate(out, customers, days, seed, end_date)`` writes, for one seed and end date, always
+the same bytes:
+
+- ``web/``: ``users.jsonl`` (registrations, emails with case/whitespace noise, a few repeated
+  rows), ``events.jsonl`` (page_view, search, add_to_cart, login; UTC ISO), ``orders.jsonl``;
+- ``store/``: GBK CSVs with Chinese headers, ``members.csv`` and ``pos_transactions.csv``
+  (local time, phones as 138-1234-5678 / +86 13812345678 / 8613812345678);
+- ``marketplace/``: two overlapping order exports (an order re-exported, some later refunded)
+  with masked phones, plus the newer one delivered a second time under another name;
+- ``ground_truth.csv``: the true person behind each (source, source_customer_id);
+- ``planted.json``: customers with known behaviour that tests assert on.
+
+Traps: the same person in two or three sources, families sharing a phone, placeholder
+contacts (13800000000, test@test.com), a few unreadable values (bad dates, broken emails).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
+GIVEN = list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰海燕子涵浩然欣怡梓轩一诺雨桐宇航思远佳琪晨曦")
+PLACES = [("上海", "上海"), ("北京", "北京"), ("广东", "广州"), ("广东", "深圳"), ("浙江", "杭州"),
+          ("江苏", "南京"), ("江苏", "苏州"), ("四川", "成都"), ("湖北", "武汉"), ("陕西", "西安"),
+          ("山东", "青岛"), ("福建", "厦门"), ("河南", "郑州"), ("湖南", "长沙")]
+CATEGORIES = [("apparel", "服饰"), ("beauty", "美妆"), ("food", "食品"), ("home", "家居"), ("digital", "数码")]
+DOMAINS = ["qq.com", "163.com", "126.com", "gmail.com", "outlook.com", "sina.com"]
+MOBILE_PREFIXES = ["130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152",
+                   "157", "158", "159", "186", "187", "188", "189"]
+PLACEHOLDER_PHONE = "13800000000"
+PLACEHOLDER_EMAIL = "test@test.com"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+# Behaviour profiles: share of people, orders (min, max), last order age window in days.
+PROFILES = {
+    "loyal": (0.10, (8, 30), (0, 20)),
+    "regular": (0.25, (3, 8), (0, 90)),
+    "occasional": (0.25, (1, 2), (0, 400)),
+    "lapsed": (0.15, (2, 10), (200, 500)),
+    "new": (0.05, (1, 1), (0, 25)),
+    "prospect": (0.20, (0, 0), (0, 0)),
+}
+
+
+@dataclass
+class Person:
+    pid: str
+    name: str
+    gender: str
+    birth: date
+    province: str
+    city: str
+    phone: str
+    email: str
+    profile: str
+    sources: set[str]
+    registered: datetime
+    order_times: list[datetime] = field(default_factory=list)
+    active_days: list[date] = field(default_factory=list)
+    household_phone: str | None = None
+    planted: bool = False  # planted customers skip the random traps so tests can rely on them
+
+    @property
+    def card(self) -> str:
+        return f"M{int(self.pid[1:]) * 7 + 100000:08d}"
+
+
+class _Gen:
+    def __init__(self, seed: int, end: date, days: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.end = end
+        self.days = days
+        self.end_dt = datetime.combine(end, datetime.min.time(), SHANGHAI) + timedelta(hours=21)
+        self.used_phones: set[str] = {PLACEHOLDER_PHONE}
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def phone(self) -> str:
+        while True:
+            p = self.pick(MOBILE_PREFIXES) + f"{int(self.rng.integers(10**8)):08d}"
+            if p not in self.used_phones:
+                self.used_phones.add(p)
+                return p
+
+    def moment(self, days_ago: float) -> datetime:
+        """A moment ``days_ago`` days before the end of the end date, at a shop-hours time."""
+        day = self.end - timedelta(days=int(days_ago))
+        hour = int(self.rng.integers(9, 22))
+        return datetime(day.year, day.month, day.day, hour, int(self.rng.integers(60)),
+                        int(self.rng.integers(60)), tzinfo=SHANGHAI)
+
+
+def _person(g: _Gen, i: int, profile: str) -> Person:
+    name = g.pick(SURNAMES) + "".join(g.pick(GIVEN) for _ in range(int(g.rng.integers(1, 3))))
+    province, city = g.pick(PLACES)
+    birth = date(1950, 1, 1) + timedelta(days=int(g.rng.integers(0, 365 * 55)))
+    sources = {s for s, p in (("web", 0.6), ("store", 0.5), ("marketplace", 0.4)) if g.rng.random() < p}
+    sources = sources or {g.pick(["web", "store", "marketplace"])}
+    email = f"{g.pick(['lily', 'mike', 'star', 'sun', 'moon', 'tiger', 'jade', 'leo'])}{i:05d}@{g.pick(DOMAINS)}"
+    person = Person(f"P{i:06d}", name, g.pick(["M", "F"]), birth, province, city, g.phone(), email,
+                    profile, sources, g.end_dt)
+    _behave(g, person)
+    return person
+
+
+def _behave(g: _Gen, person: Person) -> None:
+    """Order times and active days from the profile, inside the history window."""
+    _, (lo, hi), (age_lo, age_hi) = PROFILES[person.profile]
+    n = int(g.rng.integers(lo, hi + 1))
+    age_hi = min(age_hi, g.days - 1)
+    if n:
+        last = float(g.rng.integers(age_lo, max(age_lo, age_hi) + 1))
+        first = last if n == 1 else float(g.rng.uniform(last + 30, max(last + 31, g.days - 1)))
+        ages = sorted({int(a) for a in g.rng.uniform(last, first, n - 1)} | {int(last)}, reverse=True)
+        person.order_times = [g.moment(a) for a in ages]
+    oldest = max([(g.end_dt - t).days for t in person.order_times] + [int(g.rng.integers(5, g.days))])
+    person.registered = g.moment(min(oldest + int(g.rng.integers(0, 30)), g.days))
+    if "web" in person.sources:
+        rate = {"loyal": 0.5, "regular": 0.2, "occasional": 0.05, "new": 0.3, "prospect": 0.08}.get(person.profile, 0.0)
+        window = min(120, g.days)
+        days = np.nonzero(g.rng.random(window) < rate)[0]
+        person.active_days = [g.end - timedelta(days=int(d)) for d in days]
+
+
+def _planted(g: _Gen, start: int) -> list[tuple[str, Person]]:
+    """Customers with known behaviour; their expected tags are in planted.json."""
+    specs = [
+        ("champion", "loyal", {"web", "store"}, [2 + 7 * k for k in range(40)], 22),
+        ("lapsed_big_spender", "lapsed", {"store", "marketplace"}, [560 + 6 * k for k in range(28)], 0),
+        ("brand_new_buyer", "new", {"web"}, [3], 2),
+        ("prospect", "prospect", {"web"}, [], 3),
+        ("returning", "regular", {"web", "store"}, [10, 400, 430, 470], 1),
+    ]
+    planted = []
+    for k, (role, profile, sources, ages, active) in enumerate(specs):
+        p = _person(g, start + k, profile)
+        p.sources, p.planted = sources, True
+        p.order_times = [g.moment(a) for a in sorted([a for a in ages if a < g.days], reverse=True)]
+        p.active_days = [g.end - timedelta(days=d) for d in range(active)]
+        oldest = max([(g.end_dt - t).days for t in p.order_times] + [5])
+        p.registered = g.moment(oldest + 1)
+        planted.append((role, p))
+    return planted
+
+
+def _noisy_email(g: _Gen, email: str) -> str:
+    r = g.rng.random()
+    if r < 0.2:
+        return email.upper()
+    if r < 0.35:
+        return f"  {email[0].upper()}{email[1:]} "
+    return email
+
+
+def _mixed_phone(g: _Gen, phone: str) -> str:
+    return g.pick([phone, f"{phone[:3]}-{phone[3:7]}-{phone[7:]}", f"+86 {phone}", f"86{phone}"])
+
+
+def _lines(g: _Gen, big: bool) -> list[tuple[str, int, str, int, float]]:
+    """(sku, category index, category, quantity, unit price) for one order."""
+    out = []
+    for _ in range(int(g.rng.integers(1, 4))):
+        c = int(g.rng.integers(len(CATEGORIES)))
+        price = round(float(g.rng.lognormal(6.5 if big else 4.5, 0.5)), 2)
+        out.append((f"SKU{c}{int(g.rng.integers(1000)):03d}", c, CATEGORIES[c][0], int(g.rng.integers(1, 3)), price))
+    return out
+
+
+def _iso_utc(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list], encoding: str) -> None:
+    with path.open("w", encoding=encoding, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
+             end_date: date | None = None) -> dict:
+    """Write the sample exports under ``out`` and return a summary of what was written."""
+    end = end_date or (datetime.now(SHANGHAI).date() - timedelta(days=1))
+    g = _Gen(seed, end, days)
+    names, weights = zip(*[(k, v[0]) for k, v in PROFILES.items()])
+    weights = np.array(weights) / sum(weights)
+    n_regular = max(customers - 5, 0)
+    people = [_person(g, i, str(g.rng.choice(names, p=weights))) for i in range(n_regular)]
+    planted = _planted(g, n_regular)
+    people += [p for _, p in planted]
+    # Families: some store members registered with a relative's phone.
+    store_people = [p for p in people if "store" in p.sources and p.profile != "prospect"]
+    for a, b in zip(store_people[0:60:2], store_people[1:60:2]):
+        b.household_phone = a.phone
+
+    for folder in ("web", "store", "marketplace"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+        (out / folder).mkdir(parents=True)
+    truth: list[tuple[str, str, str]] = []
+    counts = {}
+    counts.update(_write_web(g, out / "web", people, truth))
+    counts.update(_write_store(g, out / "store", people, truth))
+    counts.update(_write_marketplace(g, out / "marketplace", people, truth))
+    _write_csv(out / "ground_truth.csv", ["source", "source_customer_id", "person_id"],
+               [list(t) for t in truth], "utf-8")
+    plant_info = {role: {"person_id": p.pid, "profile": p.profile, "sources": sorted(p.sources),
+                         "orders": len(p.order_times)} for role, p in planted}
+    (out / "planted.json").write_text(json.dumps(plant_info, ensure_ascii=False, indent=2), encoding="utf-8")
+    return {"end_date": end.isoformat(), "people": len(people), **counts}
+
+
+def _channel_orders(g: _Gen, person: Person, channel: str) -> list[datetime]:
+    """The person's orders placed through ``channel`` (each order goes to one of their sources)."""
+    channels = sorted(person.sources)
+    return [t for k, t in enumerate(person.order_times)
+            if channels[(k + int(person.pid[1:])) % len(channels)] == channel]
+
+
+def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
+    users, events, orders = [], [], []
+    for p in people:
+        if "web" not in p.sources:
+            continue
+        uid = f"U{p.pid[1:]}"
+        truth.append(("web", uid, p.pid))
+        email = _noisy_email(g, p.email)
+        if not p.planted and g.rng.random() < 0.01:
+            email = PLACEHOLDER_EMAIL
+        elif not p.planted and g.rng.random() < 0.004:
+            email = p.email.replace("@", " at ")  # a broken email the validator must catch
+        bound_card = "store" in p.sources and (p.planted or g.rng.random() < 0.4)
+        user = {"user_id": uid, "email": email,
+                "mobile": p.phone if p.planted or g.rng.random() < 0.7 else None,
+                "real_name": p.name if p.planted or g.rng.random() < 0.75 else None,
+                "member_card": p.card if bound_card else None,
+                "nickname": f"nick_{uid.lower()}", "gender": p.gender, "birthday": p.birth.isoformat(),
+                "province": p.province, "city": p.city, "registered_at": _iso_utc(p.registered),
+                "email_opt_in": bool(g.rng.random() < 0.6), "updated_at": _iso_utc(p.registered)}
+        users.append(user)
+        if g.rng.random() < 0.03:  # the same user exported again after a profile update
+            users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
+        for day in p.active_days:
+            session = f"S{len(events):08d}"
+            for _ in range(int(g.rng.integers(1, 4))):
+                t = datetime(day.year, day.month, day.day, int(g.rng.integers(8, 23)), int(g.rng.integers(60)),
+                             tzinfo=SHANGHAI)
+                events.append({"event_id": f"E{len(events):08d}", "user_id": uid, "anonymous_id": None,
+                               "type": g.pick(["page_view", "page_view", "search", "add_to_cart", "login"]),
+                               "ts": _iso_utc(t), "session_id": session})
+        for t in _channel_orders(g, p, "web"):
+            lines = _lines(g, p.profile == "lapsed")
+            status = "paid" if g.rng.random() < 0.9 else g.pick(["refunded", "cancelled"])
+            orders.append({"order_id": f"W{len(orders):07d}", "user_id": uid, "created_at": _iso_utc(t),
+                           "total": round(sum(q * pr for *_, q, pr in lines), 2), "currency": "CNY",
+                           "status": status,
+                           "items": [{"sku": s, "category": c, "qty": q, "price": pr} for s, _, c, q, pr in lines]})
+    for k in range(len(events) // 20):  # anonymous browsing that links to nobody
+        t = g.end_dt - timedelta(hours=int(g.rng.integers(1, 24 * 60)))
+        events.append({"event_id": f"A{k:08d}", "user_id": None, "anonymous_id": f"anon{k:06d}",
+                       "type": "page_view", "ts": _iso_utc(t), "session_id": f"AS{k:07d}"})
+    _write_jsonl(folder / "users.jsonl", users)
+    _write_jsonl(folder / "events.jsonl", events)
+    _write_jsonl(folder / "orders.jsonl", orders)
+    return {"web_users": len(users), "web_events": len(events), "web_orders": len(orders)}
+
+
+def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
+    members, lines_out = [], []
+    receipt = 0
+    for p in people:
+        if "store" not in p.sources:
+            continue
+        card = p.card
+        truth.append(("store", card, p.pid))
+        placeholder = not p.planted and g.rng.random() < 0.01
+        phone = p.household_phone or (PLACEHOLDER_PHONE if placeholder else p.phone)
+        members.append([card, p.name, _mixed_phone(g, phone), "男" if p.gender == "M" else "女",
+                        p.birth.strftime("%Y/%m/%d"), p.province, p.city,
+                        p.registered.strftime("%Y-%m-%d %H:%M:%S"), "是" if g.rng.random() < 0.5 else "否"])
+        for t in _channel_orders(g, p, "store"):
+            receipt += 1
+            kind = "退货" if g.rng.random() < 0.03 else "销售"
+            stamp = t.strftime("%Y/%m/%d %H:%M")
+            store_id = f"S{int(g.rng.integers(1, 21)):03d}"
+            if not p.planted and g.rng.random() < 0.003:
+                stamp = t.strftime("%d.%m.%Y %Hh")  # an unreadable timestamp
+            for no, (sku, c, _, q, price) in enumerate(_lines(g, p.profile == "lapsed"), start=1):
+                lines_out.append([f"R{receipt:08d}", no, card, _mixed_phone(g, phone), stamp, store_id, sku, CATEGORIES[c][1], q,
+                                  f"{price:.2f}", f"{q * price:.2f}", kind])
+    _write_csv(folder / "members.csv", ["会员卡号", "姓名", "手机号", "性别", "生日", "省份", "城市", "入会时间", "短信订阅"],
+               members, "gbk")
+    _write_csv(folder / "pos_transactions.csv",
+               ["小票号", "行号", "会员卡号", "手机号", "交易时间", "门店编号", "商品编码", "品类", "数量", "单价", "金额", "交易类型"],
+               lines_out, "gbk")
+    return {"store_members": len(members), "store_pos_lines": len(lines_out)}
+
+
+def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
+    rows = []
+    n_orders = 0
+    for p in people:
+        if "marketplace" not in p.sources:
+            continue
+        nick = f"tb_{p.pid[1:]}_{g.pick(['xiao', 'da', 'happy', 'cat'])}"
+        truth.append(("marketplace", nick, p.pid))
+        phone = p.household_phone or p.phone
+        masked = f"{phone[:3]}****{phone[-4:]}"
+        for t in _channel_orders(g, p, "marketplace"):
+            n_orders += 1
+            lines = _lines(g, p.profile == "lapsed")
+            total = round(sum(q * pr for *_, q, pr in lines), 2)
+            status = "交易成功" if g.rng.random() < 0.9 else g.pick(["已退款", "交易关闭"])
+            for no, (sku, c, _, q, price) in enumerate(lines, start=1):
+                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, p.name, masked, p.province,
+                             p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
+                             f"{total:.2f}", status])
+    header = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
+              "商品编码", "商品类目", "购买数量", "商品单价", "实付金额", "订单状态"]
+    cut = g.end_dt - timedelta(days=30)
+    older = [r[1:] for r in rows if r[0] <= cut]
+    # The newer export re-exports the last 60 days; some orders got refunded meanwhile.
+    newer = []
+    refunded: dict[str, bool] = {}
+    for r in rows:
+        if r[0] > cut - timedelta(days=30):
+            row = r[1:]
+            if r[0] <= cut and row[-1] == "交易成功":
+                refunded.setdefault(row[0], g.rng.random() < 0.1)
+                if refunded[row[0]]:
+                    row = row[:-1] + ["已退款"]
+            newer.append(row)
+    first = folder / f"orders_{(g.end - timedelta(days=30)).strftime('%Y%m%d')}.csv"
+    second = folder / f"orders_{g.end.strftime('%Y%m%d')}.csv"
+    _write_csv(first, header, older, "utf-8-sig")
+    _write_csv(second, header, newer, "utf-8-sig")
+    shutil.copyfile(second, folder / f"orders_{g.end.strftime('%Y%m%d')}_resent.csv")
+    return {"marketplace_rows": len(older) + len(newer), "marketplace_orders": n_orders}

@@ -1,0 +1,1 @@
+"""The data model: layers, the SQL of each stage, publishing and quality suites."""

@@ -1,0 +1,52 @@
+"""Everything DuckDB-specific the stages need, in one place (a Spark backend would add a twin).
+
+Stages build their SQL from sqlglot expressions or from the helpers here; they never call
+DuckDB-only functions directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+NAME = "duckdb"
+
+
+def connect(path: Path | str, memory_limit: str = "4GB", read_only: bool = False,
+            temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file with a memory limit; larger work spills to ``temp_dir``."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        if temp_dir is not None:
+            con.execute(f"SET temp_directory = '{temp_dir}'")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def quote(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_parquet(paths: list[Path] | Path | str, union_by_name: bool = True) -> str:
+    """A table function reading Parquet files (a glob, or an explicit list)."""
+    if isinstance(paths, list):
+        listed = ", ".join(quote(str(p)) for p in paths)
+        return f"read_parquet([{listed}], union_by_name = {str(union_by_name).lower()})"
+    return f"read_parquet({quote(str(paths))}, union_by_name = {str(union_by_name).lower()})"
+
+
+def local_date(timestamp_sql: str, timezone: str) -> str:
+    """The business-time-zone calendar date of a UTC timestamp with time zone."""
+    return f"CAST(timezone({quote(timezone)}, {timestamp_sql}) AS DATE)"
+
+
+def days_between(earlier_sql: str, later_sql: str) -> str:
+    return f"date_diff('day', {earlier_sql}, {later_sql})"
+
+
+def attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool = True) -> None:
+    mode = " (READ_ONLY)" if read_only else ""
+    con.execute(f"ATTACH {quote(str(path))} AS {alias}{mode}")

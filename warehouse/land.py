@@ -1,0 +1,108 @@
+"""Land: read new source files through their connectors into raw Parquet, with a manifest.
+
+Every file under ``<inbox>/<connector>/`` that a connector claims is checksummed.  A file whose
+bytes were landed before (a re-delivery, even under another name) is recorded as ``duplicate``
+and skipped; a file the connector cannot read at all is recorded as ``failed`` with the reason.
+Each (file, entity) the connector produces becomes one immutable Parquet file in the lake and
+one ``landed`` row in ``ops.loads``, waiting for validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sources.errors import SourceError
+from sources.sdk import Connector, ReadContext, discover
+from warehouse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LandResult:
+    files_seen: int = 0
+    files_landed: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    rows_landed: int = 0
+
+    @property
+    def row_count(self) -> int:
+        return self.rows_landed
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record(con: duckdb.DuckDBPyConnection, run_id: str, source: str, file: str, checksum: str, size: int,
+            entity: str | None, status: str, rows_in: int, lake_path: str | None = None,
+            message: str | None = None) -> int:
+    load_id = con.execute("SELECT nextval('ops.load_ids')").fetchone()[0]
+    con.execute(
+        "INSERT INTO ops.loads (load_id, run_id, source, file, checksum, bytes, entity, status, rows_in,"
+        " lake_path, message, landed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [load_id, run_id, source, file, checksum, size, entity, status, rows_in, lake_path, message])
+    return load_id
+
+
+def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, connector: Connector,
+               path: Path, result: LandResult) -> None:
+    relative = str(path.relative_to(settings.inbox))
+    checksum, size = _sha256(path), path.stat().st_size
+    earlier = con.execute("SELECT file FROM ops.loads WHERE checksum = ? AND status <> 'failed' LIMIT 1",
+                          [checksum]).fetchone()
+    if earlier:
+        log.info("skipping %s: same bytes as %s, landed before", relative, earlier[0])
+        _record(con, run_id, connector.name, relative, checksum, size, None, "duplicate", 0,
+                message=f"same bytes as {earlier[0]}; skipped")
+        result.duplicates.append(relative)
+        return
+    reader = connector.reader_for(relative)
+    try:
+        tables = reader(path, ReadContext(timezone=settings.timezone))
+    except SourceError as exc:
+        log.error("cannot read %s: %s", relative, exc)
+        _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
+        result.failures.append(str(exc))
+        return
+    for entity, table in tables.items():
+        lake_path = settings.lake / "raw" / connector.name / entity / f"{checksum[:20]}.parquet"
+        load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed",
+                          table.num_rows, lake_path=str(lake_path))
+        n = table.num_rows
+        table = table.append_column("source", pa.array([connector.name] * n, pa.string()))
+        table = table.append_column("_file", pa.array([relative] * n, pa.string()))
+        table = table.append_column("_load_id", pa.array([load_id] * n, pa.int64()))
+        lake_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, lake_path)
+        result.rows_landed += n
+    result.files_landed += 1
+
+
+def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> LandResult:
+    """Land every new file of every discovered connector (sorted, so runs are reproducible)."""
+    result = LandResult()
+    for name, connector in discover().items():
+        folder = settings.inbox / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if connector.reader_for(path.name) is None:
+                continue
+            result.files_seen += 1
+            con.execute("BEGIN")
+            _land_file(con, settings, run_id, connector, path, result)
+            con.execute("COMMIT")
+    return result

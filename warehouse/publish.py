@@ -1,0 +1,237 @@
+"""Publish: build the analysts' warehouse in a new DuckDB file, then swap it in atomically.
+
+The new file is written beside ``warehouse.duckdb`` and moved over it with ``os.replace``
+(an atomic rename on POSIX): a reader that opened the old file keeps reading the old run,
+a reader that opens after the swap sees the new run, nobody sees a mix, and a run that dies
+before the swap leaves the published warehouse untouched.  Tag history, tag changes and tag
+stats are carried forward from the previously published file, so they too change only when
+a run publishes.  PII is pseudonymised here; raw values stay in the pipeline's work file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from rules.model import RuleSet
+from warehouse import dialect
+from warehouse.runs import RunRecord, finish_run
+from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, pii_key, pseudonyms
+from warehouse.settings import Settings
+
+
+@dataclass
+class PublishResult:
+    warehouse: Path
+    export: Path
+    tables: dict[str, int]
+
+    @property
+    def row_count(self) -> int:
+        return self.tables.get("analytics.customer_tags", 0)
+
+
+def _in_list(values) -> str:
+    return "(" + ", ".join(dialect.quote(v) for v in values) + ")"
+
+
+def _catalog(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
+    rows = [(t.id, t.names.get("en"), t.names.get("zh"), t.category[0], t.category[1], t.value_type, t.values,
+             t.owner, t.definition, t.status, t.version, t.refresh, t.file,
+             {k: str(v) for k, v in t.colours.items()} or None) for t in rules.tags.values()]
+    con.execute("""CREATE TABLE analytics.tag_catalog (tag VARCHAR PRIMARY KEY, name_en VARCHAR, name_zh VARCHAR,
+                   category_l1 VARCHAR, category_l2 VARCHAR, value_type VARCHAR, "values" VARCHAR[], owner VARCHAR,
+                   definition VARCHAR, status VARCHAR, version INTEGER, refresh VARCHAR, rule_file VARCHAR,
+                   colours MAP(VARCHAR, VARCHAR), coverage DOUBLE)""")
+    con.executemany("INSERT INTO analytics.tag_catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", rows)
+
+
+def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    key = pii_key(settings)
+    emails = [r[0] for r in con.execute("SELECT DISTINCT email_key FROM work.identity.golden"
+                                        " WHERE email_key IS NOT NULL ORDER BY 1").fetchall()]
+    phones = [r[0] for r in con.execute("SELECT DISTINCT phone_e164 FROM work.identity.golden"
+                                        " WHERE phone_e164 IS NOT NULL ORDER BY 1").fetchall()]
+    con.register("email_pseudonyms", pseudonyms(emails, key))
+    con.register("phone_pseudonyms", pseudonyms(phones, key))
+    con.execute(f"""
+        CREATE TABLE analytics.customers AS
+        SELECT g.customer_id,
+               e.pseudonym AS email_pseudonym, {MASK_EMAIL_SQL.format(c='g.email_key')} AS email_masked,
+               p.pseudonym AS phone_pseudonym,
+               coalesce({MASK_PHONE_SQL.format(c='g.phone_e164')}, g.phone_masked_key) AS phone_masked,
+               g.gender, g.province, g.city, g.first_registered_at, g.email_opt_in, g.sms_opt_in,
+               g.member_id IS NOT NULL AS is_member, g.sources,
+               (SELECT count(*) FROM work.identity.node_customer n WHERE n.customer_id = g.customer_id)
+                   AS source_records
+        FROM work.identity.golden g
+        LEFT JOIN email_pseudonyms e ON e.raw = g.email_key
+        LEFT JOIN phone_pseudonyms p ON p.raw = g.phone_e164
+        ORDER BY g.customer_id""")
+    con.execute("""CREATE TABLE analytics.customer_source_ids AS
+                   SELECT customer_id, source, source_customer_id FROM work.identity.node_customer
+                   ORDER BY customer_id, source, source_customer_id""")
+
+
+def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:
+    order_date = dialect.local_date("o.ordered_at", settings.timezone)
+    con.execute(f"""
+        CREATE TABLE analytics.orders AS
+        SELECT o.source, o.order_id, m.customer_id, o.ordered_at, {order_date} AS order_date, o.amount,
+               o.currency, o.status, o.channel, o.store_id
+        FROM work.stage.orders o
+        LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
+        WHERE {order_date} <= DATE {dialect.quote(as_of.isoformat())}
+        ORDER BY o.source, o.order_id""")
+    con.execute("""
+        CREATE TABLE analytics.order_lines AS
+        SELECT l.source, l.order_id, l.line_no, l.sku, l.category, l.quantity, l.unit_price
+        FROM work.stage.order_lines l SEMI JOIN analytics.orders o USING (source, order_id)
+        ORDER BY l.source, l.order_id, l.line_no""")
+
+
+def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
+    con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags"
+                " ORDER BY customer_id, tag")
+    columns = ",\n".join(f"max(t.value) FILTER (WHERE t.tag = {dialect.quote(tag.id)}) AS {tag.id}"
+                         for tag in sorted(rules.active_tags, key=lambda t: t.id))
+    con.execute(f"""
+        CREATE TABLE analytics.customer_tags_wide AS
+        SELECT f.customer_id, DATE {dialect.quote(as_of.isoformat())} AS as_of, {columns}
+        FROM work.features.customer_features f LEFT JOIN analytics.customer_tags t USING (customer_id)
+        GROUP BY f.customer_id ORDER BY f.customer_id""")
+
+
+def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date) -> None:
+    """Carry SCD2 history, changes and stats forward from the previous warehouse, then add as_of.
+
+    Rows the previous warehouse holds for as_of or later are recomputed, so re-running a day
+    gives the same result as running it once.
+    """
+    day = f"DATE {dialect.quote(as_of.isoformat())}"
+    empty_history = "SELECT NULL::VARCHAR customer_id, NULL::VARCHAR tag, NULL::VARCHAR value," \
+                    " NULL::DATE valid_from, NULL::DATE valid_to WHERE false"
+    prev_history = "SELECT * FROM prev.analytics.tag_history" if previous else empty_history
+    con.execute(f"""
+        CREATE TEMP TABLE before_today AS
+        SELECT customer_id, tag, value, valid_from,
+               CASE WHEN valid_to >= {day} THEN NULL ELSE valid_to END AS valid_to
+        FROM ({prev_history}) WHERE valid_from < {day}""")
+    con.execute(f"""
+        CREATE TABLE analytics.tag_history AS
+        WITH open_rows AS (SELECT * FROM before_today WHERE valid_to IS NULL),
+             today AS (SELECT customer_id, tag, value FROM analytics.customer_tags)
+        SELECT * FROM before_today WHERE valid_to IS NOT NULL
+        UNION ALL
+        SELECT o.customer_id, o.tag, o.value, o.valid_from,
+               CASE WHEN t.value IS NOT DISTINCT FROM o.value THEN NULL ELSE {day} END
+        FROM open_rows o LEFT JOIN today t USING (customer_id, tag)
+        UNION ALL
+        SELECT t.customer_id, t.tag, t.value, {day}, NULL
+        FROM today t LEFT JOIN open_rows o USING (customer_id, tag)
+        WHERE o.value IS DISTINCT FROM t.value
+        ORDER BY 1, 2, 4""")
+    prev_changes = ("SELECT * FROM prev.analytics.tag_changes" if previous else
+                    "SELECT NULL::DATE as_of, NULL::VARCHAR customer_id, NULL::VARCHAR tag,"
+                    " NULL::VARCHAR old_value, NULL::VARCHAR new_value WHERE false")
+    con.execute(f"""
+        CREATE TABLE analytics.tag_changes AS
+        SELECT * FROM ({prev_changes}) WHERE as_of < {day}
+        UNION ALL
+        SELECT {day}, coalesce(o.customer_id, t.customer_id), coalesce(o.tag, t.tag), o.value, t.value
+        FROM (SELECT * FROM before_today WHERE valid_to IS NULL) o
+        FULL JOIN analytics.customer_tags t USING (customer_id, tag)
+        WHERE o.value IS DISTINCT FROM t.value
+        ORDER BY 1, 2, 3""")
+    prev_stats = ("SELECT * FROM prev.analytics.tag_stats" if previous else
+                  "SELECT NULL::DATE as_of, NULL::VARCHAR tag, NULL::VARCHAR value, NULL::BIGINT customers,"
+                  " NULL::DOUBLE coverage WHERE false")
+    con.execute(f"""
+        CREATE TABLE analytics.tag_stats AS
+        SELECT * FROM ({prev_stats}) WHERE as_of <> {day}
+        UNION ALL
+        SELECT {day}, tag, value, count(*) AS customers,
+               count(*) / (SELECT count(*) FROM analytics.customer_tags_wide) AS coverage
+        FROM analytics.customer_tags GROUP BY tag, value
+        ORDER BY 1, 2, 3""")
+    con.execute(f"""
+        UPDATE analytics.tag_catalog c SET coverage = s.coverage
+        FROM (SELECT tag, sum(coverage) AS coverage FROM analytics.tag_stats WHERE as_of = {day} GROUP BY tag) s
+        WHERE s.tag = c.tag""")
+
+
+def _ops(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
+    """The run ledger (with this run as it finishes) and the data-quality tables; quarantined
+    PII values are withheld."""
+    for table in ("runs", "loads", "validations", "identity_changes"):
+        con.execute(f"CREATE TABLE ops.{table} AS SELECT * FROM work.ops.{table}")
+    finish_run(con, record)
+    pii = _in_list(PII_COLUMNS)
+    pii_error = " OR ".join(f"starts_with(reason, {dialect.quote(c + ':')})" for c in PII_COLUMNS)
+    con.execute(f"""
+        CREATE TABLE ops.quarantine AS
+        SELECT run_id, load_id, source, file, entity, "row", source_record_id, expectation, "column",
+               CASE WHEN "column" IN {pii} OR "column" = '_errors' THEN NULL ELSE value END AS value,
+               CASE WHEN "column" IN {pii}
+                    THEN "column" || ' fails ' || expectation || ' (value withheld: personal data)'
+                    WHEN {pii_error}
+                    THEN split_part(reason, ':', 1) || ': value cannot be read (withheld: personal data)'
+                    ELSE reason END AS reason
+        FROM work.ops.quarantine""")
+
+
+def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishResult:
+    """Build the new warehouse file from the work database and swap it in.
+
+    ``record`` is this run's ledger row as it will finish; it is published with the run.
+    """
+    as_of, run_id = record.as_of, record.run_id
+    target = settings.warehouse
+    building = target.with_name(f".{target.name}.{run_id}.building")
+    building.unlink(missing_ok=True)
+    con = dialect.connect(building, settings.memory_limit)
+    try:
+        dialect.attach(con, settings.work_db, "work")
+        previous = target.exists()
+        if previous:
+            dialect.attach(con, target, "prev")
+        con.execute("CREATE SCHEMA analytics; CREATE SCHEMA ops;")
+        _catalog(con, rules)
+        _customers(con, settings)
+        _orders(con, settings, as_of)
+        _tags(con, rules, as_of)
+        _history(con, previous, as_of)
+        _ops(con, record)
+        tables = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM {s}."{t}"').fetchone()[0]
+                  for s, t in con.execute("SELECT schema_name, table_name FROM duckdb_tables()"
+                                          " WHERE database_name = current_database() ORDER BY 1, 2").fetchall()}
+        export = _export(con, settings, as_of, run_id)
+        con.execute("DETACH work")
+        if previous:
+            con.execute("DETACH prev")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(building, target)
+    return PublishResult(warehouse=target, export=export, tables=tables)
+
+
+def _export(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, run_id: str) -> Path:
+    """Parquet copy of customer_tags under exports/customer_tags/as_of=YYYY-MM-DD/, swapped in whole."""
+    final = settings.exports / "customer_tags" / f"as_of={as_of.isoformat()}"
+    staging = final.with_name(f".{final.name}.{run_id}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    con.execute(f"COPY (SELECT * FROM analytics.customer_tags ORDER BY customer_id, tag) TO "
+                f"{dialect.quote(str(staging / 'customer_tags.parquet'))} (FORMAT parquet)")
+    old = final.with_name(f".{final.name}.{run_id}.old")
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

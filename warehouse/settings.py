@@ -1,0 +1,71 @@
+"""Run configuration, read from the environment with local defaults first.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| TAGWRIGHT_DATA_DIR | ./data | where everything generated lives (git-ignored) |
+| TAGWRIGHT_INBOX | <data dir>/inbox | one folder per connector with its exports |
+| TAGWRIGHT_TIMEZONE | Asia/Shanghai | business time zone: windows end at the end of as_of here |
+| TAGWRIGHT_LOOKBACK_DAYS | 730 | orders older than this (before as_of) are ignored for RFM |
+| TAGWRIGHT_PHONE_REGION | CN | default region for phones written without a country code |
+| TAGWRIGHT_PII_KEY | (generated) | HMAC key for pseudonyms; else a key file created owner-only |
+| TAGWRIGHT_MAX_BAD_SHARE | 0.2 | a file with a larger share of bad rows is not loaded |
+| TAGWRIGHT_MEMORY_LIMIT | 4GB | DuckDB memory limit; larger work spills to disk |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    inbox: Path
+    timezone: str = "Asia/Shanghai"
+    lookback_days: int = 730
+    phone_region: str = "CN"
+    pii_key: str | None = None
+    max_bad_share: float = 0.2
+    memory_limit: str = "4GB"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        data_dir = Path(overrides.pop("data_dir", None) or os.environ.get("TAGWRIGHT_DATA_DIR", "data")).resolve()
+        values = dict(
+            data_dir=data_dir,
+            inbox=Path(os.environ.get("TAGWRIGHT_INBOX", data_dir / "inbox")).resolve(),
+            timezone=os.environ.get("TAGWRIGHT_TIMEZONE", "Asia/Shanghai"),
+            lookback_days=int(os.environ.get("TAGWRIGHT_LOOKBACK_DAYS", "730")),
+            phone_region=os.environ.get("TAGWRIGHT_PHONE_REGION", "CN"),
+            pii_key=os.environ.get("TAGWRIGHT_PII_KEY"),
+            max_bad_share=float(os.environ.get("TAGWRIGHT_MAX_BAD_SHARE", "0.2")),
+            memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def lake(self) -> Path:
+        """Landed raw Parquet, one file per (source file, entity); immutable once written."""
+        return self.data_dir / "lake"
+
+    @property
+    def work_db(self) -> Path:
+        """The pipeline's own DuckDB file: manifest, staging, identity state, history."""
+        return self.data_dir / "work.duckdb"
+
+    @property
+    def warehouse(self) -> Path:
+        """The published warehouse analysts open read-only."""
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def exports(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def restricted(self) -> Path:
+        """Owner-only area for secrets (the pseudonym key)."""
+        return self.data_dir / "restricted"

@@ -1,0 +1,86 @@
+-- The pipeline's own state in data/work.duckdb.  Analysts never open this file; the
+-- published warehouse copies what they need.
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE SCHEMA IF NOT EXISTS stage;
+CREATE SCHEMA IF NOT EXISTS identity;
+CREATE SCHEMA IF NOT EXISTS features;
+CREATE SCHEMA IF NOT EXISTS tags;
+
+CREATE SEQUENCE IF NOT EXISTS ops.load_ids START 1;
+
+CREATE TABLE IF NOT EXISTS ops.runs (
+    run_id VARCHAR PRIMARY KEY,
+    as_of DATE NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    status VARCHAR NOT NULL,            -- running | success | degraded | failed
+    stage_seconds JSON,
+    row_counts JSON,
+    warnings JSON,
+    error VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS ops.loads (
+    load_id BIGINT PRIMARY KEY,
+    run_id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    file VARCHAR NOT NULL,              -- path relative to the inbox
+    checksum VARCHAR NOT NULL,          -- sha256 of the file's bytes
+    bytes BIGINT NOT NULL,
+    entity VARCHAR,                     -- NULL for a file that produced nothing
+    status VARCHAR NOT NULL,            -- landed | validated | rejected | duplicate | failed
+    rows_in BIGINT NOT NULL,
+    rows_loaded BIGINT,
+    rows_quarantined BIGINT,
+    lake_path VARCHAR,
+    message VARCHAR,
+    landed_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ops.quarantine (
+    run_id VARCHAR NOT NULL,
+    load_id BIGINT NOT NULL,
+    source VARCHAR NOT NULL,
+    file VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    "row" BIGINT,
+    source_record_id VARCHAR,
+    expectation VARCHAR NOT NULL,
+    "column" VARCHAR,
+    value VARCHAR,
+    reason VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ops.validations (
+    run_id VARCHAR NOT NULL,
+    load_id BIGINT NOT NULL,
+    source VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    suite VARCHAR NOT NULL,
+    expectation VARCHAR NOT NULL,
+    "column" VARCHAR,
+    success BOOLEAN NOT NULL,
+    element_count BIGINT,
+    unexpected_count BIGINT
+);
+
+CREATE TABLE IF NOT EXISTS identity.customer_ids (
+    customer_id VARCHAR PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    first_run_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS identity.node_customer (
+    source VARCHAR NOT NULL,
+    source_customer_id VARCHAR NOT NULL,
+    customer_id VARCHAR NOT NULL,
+    PRIMARY KEY (source, source_customer_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.identity_changes (
+    run_id VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,            -- merge | split
+    customer_id VARCHAR NOT NULL,       -- the surviving (merge) or new (split) id
+    other_ids VARCHAR[] NOT NULL,       -- absorbed ids (merge) or the id split from (split)
+    records BIGINT NOT NULL
+);

@@ -1,0 +1,136 @@
+"""Stage: validated lake Parquet -> canonical, cleaned, deduplicated tables in ``stage.*``.
+
+- customer records: one per (source, source_customer_id), the newest version (``updated_at``,
+  then the newest load, then the last row); normalised keys beside the raw values:
+  ``email_key`` (trimmed, lower case, +tag and gmail dots folded), ``phone_e164``,
+  ``phone_masked_key`` and ``name_key``;
+- orders: one per (source, order_id), the version from the newest load (a re-export carries
+  the latest status); amounts as DECIMAL(18, 2);
+- order lines: the lines of that newest load of their order;
+- events: one per (source, event_id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from sources.entities import ENTITIES
+from warehouse import dialect
+from warehouse.normalize import name_keys, phone_keys
+from warehouse.settings import Settings
+
+LAKE_COLUMNS = [("source", pa.string()), ("_file", pa.string()), ("_load_id", pa.int64())]
+
+EMAIL_KEY = """
+CASE WHEN regexp_matches(lower(trim(email)), '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$') THEN
+    CASE WHEN split_part(lower(trim(email)), '@', 2) IN ('gmail.com', 'googlemail.com')
+         THEN replace(split_part(split_part(lower(trim(email)), '@', 1), '+', 1), '.', '') || '@gmail.com'
+         ELSE split_part(split_part(lower(trim(email)), '@', 1), '+', 1) || '@' || split_part(lower(trim(email)), '@', 2)
+    END
+END"""
+
+
+@dataclass
+class StageResult:
+    rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def row_count(self) -> int:
+        return sum(self.rows.values())
+
+
+def _valid_files(settings: Settings, entity: str) -> list[Path]:
+    return sorted((settings.lake / "valid").glob(f"*/{entity}/*.parquet"))
+
+
+def _register_lake(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str) -> str:
+    """A view over all validated Parquet of the entity (an empty one if nothing landed yet)."""
+    view = f"lake_{entity}"
+    files = _valid_files(settings, entity)
+    if files:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {dialect.read_parquet(files)}")
+    else:
+        schema = ENTITIES[entity]
+        for name, kind in LAKE_COLUMNS:
+            schema = schema.append(pa.field(name, kind))
+        con.register(f"{view}_empty", schema.empty_table())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
+    return view
+
+
+def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    lake = _register_lake(con, settings, "customer_record")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE latest_records AS
+        SELECT * FROM {lake}
+        QUALIFY row_number() OVER (PARTITION BY source, source_customer_id
+                                   ORDER BY updated_at DESC NULLS LAST, _load_id DESC, _row DESC) = 1""")
+    phones = [r[0] for r in con.execute(
+        "SELECT DISTINCT phone FROM latest_records WHERE phone IS NOT NULL ORDER BY 1").fetchall()]
+    names = [r[0] for r in con.execute(
+        "SELECT DISTINCT name FROM latest_records WHERE name IS NOT NULL ORDER BY 1").fetchall()]
+    phone_map, name_map = phone_keys(phones, settings.phone_region), name_keys(names)
+    con.register("phone_map", phone_map)
+    con.register("name_map", name_map)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE stage.customer_records AS
+        SELECT r.source, r.source_customer_id, r.source_record_id,
+               r.email, {EMAIL_KEY} AS email_key,
+               r.phone, p.e164 AS phone_e164, p.masked_key AS phone_masked_key,
+               r.name, n.name_key,
+               r.gender, r.birth_date, r.province, r.city, r.registered_at, r.member_id,
+               r.email_opt_in, r.sms_opt_in, r.updated_at, r.attributes, r._file, r._row, r._load_id
+        FROM latest_records r
+        LEFT JOIN phone_map p ON p.raw = r.phone
+        LEFT JOIN name_map n ON n.raw = r.name
+        ORDER BY r.source, r.source_customer_id""")
+    con.unregister("phone_map")
+    con.unregister("name_map")
+
+
+def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    orders = _register_lake(con, settings, "order")
+    lines = _register_lake(con, settings, "order_line")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE stage.orders AS
+        SELECT source, order_id, source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount,
+               currency, status, channel, store_id, attributes, _file, _row, _load_id
+        FROM {orders}
+        QUALIFY row_number() OVER (PARTITION BY source, order_id ORDER BY _load_id DESC, _row DESC) = 1
+        ORDER BY source, order_id""")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE stage.order_lines AS
+        SELECT source, order_id, line_no, sku, category, quantity,
+               CAST(unit_price AS DECIMAL(18, 2)) AS unit_price, attributes, _file, _row, _load_id
+        FROM {lines}
+        QUALIFY _load_id = max(_load_id) OVER (PARTITION BY source, order_id)
+            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _row DESC) = 1
+        ORDER BY source, order_id, line_no""")
+
+
+def _stage_events(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    events = _register_lake(con, settings, "event")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE stage.events AS
+        SELECT source, event_id, source_customer_id, anonymous_id, event_type, occurred_at, session_id,
+               _file, _row, _load_id
+        FROM {events}
+        QUALIFY row_number() OVER (PARTITION BY source, event_id ORDER BY _load_id DESC, _row DESC) = 1
+        ORDER BY source, event_id""")
+
+
+def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
+    """Rebuild the staging tables from the whole validated lake (idempotent)."""
+    con.execute("BEGIN")
+    _stage_customer_records(con, settings)
+    _stage_orders(con, settings)
+    _stage_events(con, settings)
+    con.execute("COMMIT")
+    result = StageResult()
+    for table in ("customer_records", "orders", "order_lines", "events"):
+        result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchone()[0]
+    return result
