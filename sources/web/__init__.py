@@ -73,7 +73,7 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
     })
     orders["source_record_id"] = orders["order_id"]
     items = raw[["order_id", "items", "_row"]].explode("items").dropna(subset=["items"])
-    items = items[items["items"].map(lambda v: isinstance(v, dict))]
+    items = items.loc[items["items"].map(lambda v: isinstance(v, dict)).astype(bool)]
     detail = pd.DataFrame(items["items"].tolist(), index=items.index)
     for column in ("sku", "category", "qty", "price"):
         if column not in detail.columns:

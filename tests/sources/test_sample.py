@@ -1,0 +1,60 @@
+"""The sample generator: deterministic, realistic shapes, traps present."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from datetime import date
+
+from sources.sample import PLACEHOLDER_PHONE, generate
+
+
+def _digest(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_and_end_date_give_the_same_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(a, customers=150, days=400, seed=3, end_date=date(2026, 1, 31))
+    generate(b, customers=150, days=400, seed=3, end_date=date(2026, 1, 31))
+    assert _digest(a) == _digest(b)
+    generate(b, customers=150, days=400, seed=4, end_date=date(2026, 1, 31))
+    assert _digest(a) != _digest(b)
+
+
+def test_store_exports_are_gbk_with_chinese_headers_and_mixed_phone_formats(sample_inbox):
+    raw = (sample_inbox / "store" / "pos_transactions.csv").read_bytes()
+    try:
+        raw.decode("utf-8")
+        decodes_as_utf8 = True
+    except UnicodeDecodeError:
+        decodes_as_utf8 = False
+    assert not decodes_as_utf8, "the POS export must be GBK, as real store systems write it"
+    rows = list(csv.DictReader(raw.decode("gbk").splitlines()))
+    assert {"会员卡号", "手机号", "交易时间", "金额"} <= set(rows[0])
+    phones = {r["手机号"] for r in rows}
+    assert any(p.startswith("+86 ") for p in phones)
+    assert any(p.count("-") == 2 for p in phones)
+    assert any(p.startswith("86") and len(p) == 13 for p in phones)
+
+
+def test_traps_are_planted(sample_inbox, planted):
+    members = list(csv.DictReader((sample_inbox / "store" / "members.csv").read_text("gbk").splitlines()))
+    digits = [m["手机号"].replace("-", "").replace("+86 ", "")[-11:] for m in members]
+    shared = {p for p in digits if digits.count(p) > 1 and p != PLACEHOLDER_PHONE}
+    assert shared, "families sharing a phone are part of the sample"
+    users = [json.loads(line) for line in (sample_inbox / "web" / "users.jsonl").read_text().splitlines()]
+    assert any(u["email"] != u["email"].strip().lower() for u in users), "email case/whitespace noise"
+    assert len({u["user_id"] for u in users}) < len(users), "a user exported twice"
+    market = {p.name: p.read_bytes() for p in (sample_inbox / "marketplace").glob("*.csv")}
+    resent = [n for n in market if n.endswith("_resent.csv")]
+    assert resent and market[resent[0]] == market[resent[0].replace("_resent", "")], "a file delivered twice"
+    assert all("****" in b.decode("utf-8-sig") for b in market.values()), "masked marketplace phones"
+    truth = list(csv.DictReader((sample_inbox / "ground_truth.csv").read_text().splitlines()))
+    people_sources = {}
+    for t in truth:
+        people_sources.setdefault(t["person_id"], set()).add(t["source"])
+    assert any(len(s) == 3 for s in people_sources.values()), "someone is in all three sources"
+    assert set(planted) == {"champion", "lapsed_big_spender", "brand_new_buyer", "prospect", "returning"}

@@ -1,0 +1,65 @@
+"""Deterministic identity resolution on the real stages, with the traps of real data."""
+
+from __future__ import annotations
+
+import duckdb
+
+from tests.warehouse.helpers import run_through_identity, write_store_members, write_web_users
+
+
+def test_same_person_links_across_sources_but_a_family_sharing_a_phone_does_not(settings):
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": " Li.Na@Example.com ", "mobile": "13812345678", "real_name": "李娜"},
+        {"user_id": "U2", "email": "wang@example.com", "mobile": None, "real_name": "王伟", "member_card": "M2"},
+    ])
+    write_store_members(settings.inbox, [
+        {"会员卡号": "M1", "姓名": "李娜", "手机号": "+86 138-1234-5678"},   # same person as U1 (phone + name)
+        {"会员卡号": "M9", "姓名": "李强", "手机号": "13812345678"},         # her father, same phone
+        {"会员卡号": "M2", "姓名": "王伟", "手机号": "13900001111"},         # U2 bound this card
+    ])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] == ids[("store", "M1")]
+    assert ids[("store", "M9")] != ids[("store", "M1")]
+    assert ids[("web", "U2")] == ids[("store", "M2")]
+    assert len(set(ids.values())) == 3
+
+
+def test_placeholder_contacts_never_link(settings):
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "test@test.com", "mobile": "13800000000", "real_name": "张三"},
+        {"user_id": "U2", "email": "TEST@test.com", "mobile": "13800000000", "real_name": "张三"},
+    ])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] != ids[("web", "U2")]
+
+
+def test_an_identifier_shared_by_too_many_records_stops_linking(settings):
+    write_web_users(settings.inbox, [
+        {"user_id": f"U{i}", "email": "shop-counter@example.com", "mobile": None, "real_name": None}
+        for i in range(12)])
+    ids = run_through_identity(settings)
+    assert len(set(ids.values())) == 12
+
+
+def test_ids_are_stable_across_runs_and_the_oldest_survives_a_merge(settings):
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "a@example.com", "mobile": None, "real_name": "甲"},
+        {"user_id": "U2", "email": "b@example.com", "mobile": None, "real_name": "乙"},
+    ])
+    first = run_through_identity(settings, "r1")
+    assert first[("web", "U1")] != first[("web", "U2")]
+    # The next delivery shows U2 bound the same member card as a store member U1 also has.
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "a@example.com", "member_card": "M7", "updated_at": "2025-02-01T00:00:00Z"},
+        {"user_id": "U2", "email": "b@example.com", "member_card": "M7", "updated_at": "2025-02-01T00:00:00Z"},
+        {"user_id": "U3", "email": "c@example.com"},
+    ], name="users_2.jsonl")
+    second = run_through_identity(settings, "r2")
+    oldest = min(first[("web", "U1")], first[("web", "U2")])
+    assert second[("web", "U1")] == second[("web", "U2")] == oldest
+    assert second[("web", "U3")] not in first.values()
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        changes = con.execute("SELECT run_id, change, customer_id, other_ids FROM ops.identity_changes").fetchall()
+    assert changes == [("r2", "merge", oldest, [max(first[("web", "U1")], first[("web", "U2")])])]
+    third = run_through_identity(settings, "r3")
+    assert third == second
