@@ -49,14 +49,16 @@ def sample(customers: int = typer.Option(2000, help="people to simulate"),
 
 @app.command()
 def run(as_of: str = typer.Option(None, "--as-of", help="business date YYYY-MM-DD (default: yesterday)")) -> None:
-    """Run the nightly flow (land, validate, stage, identities, features, tags, publish)."""
+    """Run the nightly flow (land, validate, stage, identities, features, tags, publish).
+
+    Exit code 0: published; 1: published but degraded (a source failed); 2: failed, nothing published.
+    """
     from pipelines.nightly import nightly
-    from warehouse.errors import StageError
 
     try:
         result = nightly(as_of=as_of)
-    except (StageError, RuleErrors) as exc:
-        console.print(f"[red]run failed:[/red] {exc}")
+    except Exception as exc:  # the scheduler needs an exit code, the operator the reason
+        console.print(f"[red]run failed, nothing published:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from exc
     console.print(_table(f"run {result['run_id']} for {result['as_of']}: {result['status']}",
                          ["stage", "seconds", "rows"],
@@ -161,6 +163,15 @@ def rules_test() -> None:
     console.print(f"{total - len(failures)} passed, {len(failures)} failed")
     if failures:
         raise typer.Exit(1)
+
+
+@rules_app.command("docs")
+def rules_docs() -> None:
+    """Print docs/tags.md, generated from the rules."""
+    from rules.docs import render_tags_markdown
+    from rules.model import load_rules
+
+    print(render_tags_markdown(load_rules()), end="")
 
 
 @sources_app.command("list")

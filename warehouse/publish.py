@@ -215,8 +215,11 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
         if previous:
             con.execute("DETACH prev")
         con.execute("CHECKPOINT")
-    finally:
         con.close()
+    except BaseException:
+        con.close()
+        building.unlink(missing_ok=True)
+        raise
     os.replace(building, target)
     return PublishResult(warehouse=target, export=export, tables=tables)
 

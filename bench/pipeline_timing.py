@@ -1,0 +1,110 @@
+"""Per-stage wall time, CPU time and row counts of the pipeline on generated sample data.
+
+    .venv/bin/python bench/pipeline_timing.py --customers 20000 [--days 730] [--seed 7]
+
+Generates the sample into a temporary data directory, runs every stage as a plain function
+(no Prefect), then the same day again through the Prefect flow to show orchestration
+overhead, and writes bench/results/pipeline-<customers>.json with the machine it ran on.
+This is a measurement, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+AS_OF = date(2026, 11, 21)
+
+
+def _machine() -> dict:
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=20000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    data = Path(tempfile.mkdtemp(prefix="tagwright-bench-")) / "data"
+    os.environ["TAGWRIGHT_DATA_DIR"] = str(data)
+    os.environ.setdefault("TAGWRIGHT_PII_KEY", "bench-key")
+
+    from rules.model import load_rules
+    from sources.sample import generate
+    from warehouse.features import compute_features
+    from warehouse.identity import resolve_identities
+    from warehouse.land import land
+    from warehouse.publish import publish
+    from warehouse.runs import RunRecord
+    from warehouse.settings import Settings
+    from warehouse.stage import stage
+    from warehouse.tagging import apply_tags
+    from warehouse.validate import validate
+    from warehouse.workdb import open_work_db
+
+    started = time.perf_counter()
+    sample = generate(data / "inbox", customers=args.customers, days=args.days, seed=args.seed, end_date=AS_OF)
+    generate_seconds = time.perf_counter() - started
+
+    settings, rules = Settings.from_env(), load_rules()
+    record = RunRecord(run_id="bench", as_of=AS_OF)
+    con = open_work_db(settings)
+    stages = [
+        ("land", lambda: land(con, settings, "bench")),
+        ("validate", lambda: validate(con, settings, "bench")),
+        ("stage", lambda: stage(con, settings)),
+        ("resolve_identities", lambda: resolve_identities(con, "bench")),
+        ("features", lambda: compute_features(con, settings, rules, AS_OF)),
+        ("tags", lambda: apply_tags(con, rules, AS_OF)),
+    ]
+    results = {}
+    for name, call in stages:
+        wall, cpu = time.perf_counter(), time.process_time()
+        outcome = call()
+        results[name] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
+                         "rows": outcome.row_count}
+    con.close()
+    wall, cpu = time.perf_counter(), time.process_time()
+    published = publish(settings, rules, record)
+    results["publish"] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
+                          "rows": published.row_count}
+
+    from pipelines.nightly import nightly
+
+    wall = time.perf_counter()
+    flow_result = nightly(as_of=AS_OF.isoformat())
+    flow_seconds = time.perf_counter() - wall
+
+    report = {
+        "customers": args.customers, "days": args.days, "seed": args.seed, "sample": sample,
+        "generate_s": round(generate_seconds, 2), "stages": results,
+        "stages_total_s": round(sum(r["wall_s"] for r in results.values()), 2),
+        "rerun_through_prefect_s": round(flow_seconds, 2),
+        "rerun_stage_seconds": flow_result["stage_seconds"],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": _machine(), "measured_on": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(__file__).parent / "results" / f"pipeline-{args.customers}.json"
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"| stage | wall s | cpu s | rows |\n| --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['rows']} |")
+    print(f"\nstages total {report['stages_total_s']} s; same day again through Prefect {report['rerun_through_prefect_s']} s;"
+          f" peak RSS {report['peak_rss_mib']} MiB; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
