@@ -1,0 +1,68 @@
+"""What a run promises the people who read the warehouse: one run at a time, never half a
+publish, history that moves day by day."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import pytest
+
+from pipelines.nightly import nightly
+from tests.conftest import AS_OF, copy_inbox
+from warehouse.errors import RunLockedError
+from warehouse.runs import run_lock
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_second_run_is_refused_while_one_holds_the_data_directory(prefect_harness, settings):
+    with run_lock(settings):
+        with pytest.raises(Exception) as err:
+            nightly(as_of=AS_OF.isoformat())
+    assert isinstance(err.value, RunLockedError) or "another run is in progress" in str(err.value)
+
+
+def test_a_failed_publish_leaves_the_last_good_warehouse_untouched(prefect_harness, sample_inbox, data_dir,
+                                                                  monkeypatch):
+    copy_inbox(sample_inbox, data_dir)
+    good = nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    before = (data_dir / "warehouse.duckdb").read_bytes()
+
+    import warehouse.publish as publish_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish_module, "_history", broken)
+    with pytest.raises(OSError, match="disk full"):
+        nightly(as_of=AS_OF.isoformat())
+    assert (data_dir / "warehouse.duckdb").read_bytes() == before
+    assert not list(data_dir.glob(".warehouse.duckdb.*")), "the half-built file is removed"
+    with duckdb.connect(str(data_dir / "work.duckdb"), read_only=True) as con:
+        statuses = con.execute("SELECT as_of, status, error FROM ops.runs ORDER BY started_at").fetchall()
+    assert [s[1] for s in statuses] == ["success", "failed"] and "disk full" in statuses[1][2]
+    assert good["status"] == "success"
+
+
+def test_history_and_changes_move_day_by_day(prefect_harness, sample_inbox, data_dir):
+    copy_inbox(sample_inbox, data_dir)
+    days = [AS_OF - timedelta(days=1), AS_OF]
+    for day in days:
+        result = nightly(as_of=day.isoformat())
+    with duckdb.connect(result["warehouse"], read_only=True) as con:
+        # Today's tags are exactly the open history rows.
+        open_rows = con.execute("SELECT customer_id, tag, value FROM analytics.tag_history WHERE valid_to IS NULL"
+                                " ORDER BY ALL").fetchall()
+        assert open_rows == con.execute("SELECT customer_id, tag, value FROM analytics.customer_tags"
+                                        " ORDER BY ALL").fetchall()
+        # Every change on the second day closed one history row and/or opened another.
+        changes = con.execute("SELECT count(*) FROM analytics.tag_changes WHERE as_of = ?", [AS_OF]).fetchone()[0]
+        closed = con.execute("SELECT count(*) FROM analytics.tag_history WHERE valid_to = ?", [AS_OF]).fetchone()[0]
+        opened = con.execute("SELECT count(*) FROM analytics.tag_history WHERE valid_from = ?", [AS_OF]).fetchone()[0]
+        assert changes > 0 and closed <= changes and opened <= changes and closed + opened >= changes
+        assert con.execute("SELECT count(DISTINCT as_of) FROM analytics.tag_stats").fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM ops.runs").fetchone()[0] == 2
+        # No customer holds two open values of one tag.
+        assert con.execute("""SELECT count(*) FROM (SELECT customer_id, tag FROM analytics.tag_history
+                              WHERE valid_to IS NULL GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0] == 0
