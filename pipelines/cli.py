@@ -48,7 +48,8 @@ def sample(customers: int = typer.Option(2000, help="people to simulate"),
 
 
 @app.command()
-def run(as_of: str = typer.Option(None, "--as-of", help="business date YYYY-MM-DD (default: yesterday)")) -> None:
+def run(as_of: str = typer.Option(None, "--as-of", help="business date YYYY-MM-DD (default: yesterday)"),
+        full_rebuild: bool = typer.Option(False, "--full-rebuild", help="land every inbox file again")) -> None:
     """Run the nightly flow (land, validate, stage, identities, features, tags, publish).
 
     Exit code 0: published; 1: published but degraded (a source failed); 2: failed, nothing published.
@@ -56,19 +57,40 @@ def run(as_of: str = typer.Option(None, "--as-of", help="business date YYYY-MM-D
     from pipelines.nightly import nightly
 
     try:
-        result = nightly(as_of=as_of)
+        result = nightly(as_of=as_of, full_rebuild=full_rebuild)
     except Exception as exc:  # the scheduler needs an exit code, the operator the reason
         console.print(f"[red]run failed, nothing published:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from exc
+    _print_run(result)
+    _print_tag_counts(Path(result["warehouse"]))
+    console.print(f"warehouse: {result['warehouse']}\nexport:    {result['export']}")
+    if result["status"] != "success":
+        raise typer.Exit(1)
+
+
+@app.command()
+def backfill(start: str = typer.Option(..., "--from", help="first business date YYYY-MM-DD"),
+             end: str = typer.Option(..., "--to", help="last business date YYYY-MM-DD")) -> None:
+    """Rebuild published tags and tag history day by day for a range of past dates."""
+    from pipelines.nightly import backfill as backfill_flow
+
+    try:
+        results = backfill_flow(start=start, end=end)
+    except Exception as exc:
+        console.print(f"[red]backfill failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from exc
+    console.print(_table("backfill", ["as_of", "status", "tag rows"],
+                         [(r["as_of"], r["status"], r["row_counts"].get("tags")) for r in results]))
+    if any(r["status"] != "success" for r in results):
+        raise typer.Exit(1)
+
+
+def _print_run(result: dict) -> None:
     console.print(_table(f"run {result['run_id']} for {result['as_of']}: {result['status']}",
                          ["stage", "seconds", "rows"],
                          [(s, result["stage_seconds"][s], result["row_counts"].get(s)) for s in result["stage_seconds"]]))
-    _print_tag_counts(Path(result["warehouse"]))
-    console.print(f"warehouse: {result['warehouse']}\nexport:    {result['export']}")
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
-    if result["status"] != "success":
-        raise typer.Exit(1)
 
 
 def _print_tag_counts(warehouse: Path) -> None:

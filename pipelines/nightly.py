@@ -19,13 +19,14 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from rules.model import RuleSet, load_rules
 from warehouse.features import compute_features
 from warehouse.identity import resolve_identities
-from warehouse.land import land
-from warehouse.publish import publish
+from warehouse.land import forget_lake, land
+from warehouse.publish import latest_published_as_of, publish
 from warehouse.runs import RunRecord, finish_run, run_lock, start_run
 from warehouse.settings import Settings
 from warehouse.stage import stage
@@ -90,8 +91,12 @@ def _timed(record: RunRecord, name: str, call: Callable):
 
 
 @flow(name="nightly", log_prints=True)
-def nightly(as_of: str | None = None) -> dict:
-    """Run the whole pipeline for ``as_of`` (YYYY-MM-DD; default yesterday) and publish it."""
+def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
+    """Run the whole pipeline for ``as_of`` (YYYY-MM-DD; default yesterday) and publish it.
+
+    Incremental by default: only files not landed before are read.  ``full_rebuild`` forgets
+    the lake and lands every inbox file again (customer ids and tag history are kept).
+    """
     logger = get_run_logger()
     settings = Settings.from_env()
     day = date.fromisoformat(as_of) if as_of else default_as_of(settings)
@@ -102,6 +107,8 @@ def nightly(as_of: str | None = None) -> dict:
         _in_work_db(settings, lambda con: start_run(con, record))
         logger.info("run %s for as_of %s, data in %s", run_id, day, settings.data_dir)
         try:
+            if full_rebuild:
+                _in_work_db(settings, lambda con: forget_lake(con, settings))
             landed = _timed(record, "land", lambda: land_task(settings, run_id))
             validated = _timed(record, "validate", lambda: validate_task(settings, run_id))
             _timed(record, "stage", lambda: stage_task(settings))
@@ -119,17 +126,55 @@ def nightly(as_of: str | None = None) -> dict:
     for warning in record.warnings:
         logger.warning(warning)
     logger.info("published %s (%s)", published.warehouse, record.status)
+    create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published),
+                             description=f"tagwright nightly run for {day}")
     return {"run_id": run_id, "as_of": day.isoformat(), "status": record.status,
             "warehouse": str(published.warehouse), "export": str(published.export),
             "stage_seconds": record.stage_seconds, "row_counts": record.row_counts,
             "tables": published.tables, "warnings": record.warnings}
 
 
+def _summary_markdown(record: RunRecord, published) -> str:
+    lines = [f"# tagwright run {record.run_id}", "", f"as_of **{record.as_of}**, status **{record.status}**",
+             f"warehouse `{published.warehouse}`", "", "| stage | seconds | rows |", "| --- | --- | --- |"]
+    lines += [f"| {s} | {t} | {record.row_counts.get(s, '')} |" for s, t in record.stage_seconds.items()]
+    lines += ["", "| table | rows |", "| --- | --- |"] + [f"| {t} | {n} |" for t, n in published.tables.items()]
+    if record.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in record.warnings]
+    return "\n".join(lines)
+
+
+@flow(name="backfill", log_prints=True)
+def backfill(start: str, end: str) -> list[dict]:
+    """Rebuild published tags and their history for every day from ``start`` to ``end``.
+
+    Each day is an ordinary nightly run for that as_of, so a backfilled day equals what a run
+    on that day publishes from the same inputs.  History after ``start`` is rebuilt; if the
+    warehouse already holds a later day than ``end``, the backfill continues to that day so
+    the published tags stay the newest ones.
+    """
+    logger = get_run_logger()
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"backfill range is empty: --from {start} is after --to {end}")
+    published = latest_published_as_of(Settings.from_env())
+    if published and published > last:
+        logger.info("the warehouse already holds %s; continuing the backfill to that day", published)
+        last = published
+    results = []
+    day = first
+    while day <= last:
+        results.append(nightly(as_of=day.isoformat()))
+        day += timedelta(days=1)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m pipelines.nightly", description=nightly.__doc__)
     parser.add_argument("--as-of", help="business date YYYY-MM-DD (default: yesterday)")
+    parser.add_argument("--full-rebuild", action="store_true", help="land every inbox file again")
     args = parser.parse_args(argv)
-    return nightly(as_of=args.as_of)
+    return nightly(as_of=args.as_of, full_rebuild=args.full_rebuild)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import duckdb
 from rules.compiler import features_sql
 from rules.model import RuleSet
 from warehouse import dialect
+from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
 
@@ -67,6 +68,9 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
 def compute_features(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> FeaturesResult:
     _feature_relations(con, as_of, settings.timezone)
     sql = features_sql(rules, as_of, settings.lookback_days)
+    con.execute("BEGIN")
     con.execute(f"CREATE OR REPLACE TABLE features.customer_features AS {sql}")
+    failpoint("features")
+    con.execute("COMMIT")
     customers = con.execute("SELECT count(*) FROM features.customer_features").fetchone()[0]
     return FeaturesResult(customers=customers, features=len(rules.features) + len(rules.scores))

@@ -27,6 +27,7 @@ import duckdb
 import yaml
 
 from warehouse import dialect
+from warehouse.faults import failpoint
 from warehouse.errors import StageError
 
 
@@ -196,6 +197,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str) -> IdentityR
     result.capped_identifiers = _build_edges(con, config)
     result.iterations = _connected_components(con)
     _assign_stable_ids(con, run_id, result)
+    failpoint("resolve_identities")
     _golden_records(con, config)
     con.execute("COMMIT")
     result.source_customers, result.customers = con.execute(

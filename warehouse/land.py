@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from sources.errors import SourceError
 from sources.sdk import Connector, ReadContext, discover
+from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                path: Path, result: LandResult) -> None:
     relative = str(path.relative_to(settings.inbox))
     checksum, size = _sha256(path), path.stat().st_size
-    earlier = con.execute("SELECT file FROM ops.loads WHERE checksum = ? AND status <> 'failed' LIMIT 1",
+    earlier = con.execute("SELECT file FROM ops.loads WHERE checksum = ? AND status NOT IN ('failed', 'superseded')"
+                          " LIMIT 1",
                           [checksum]).fetchone()
     if earlier:
         log.info("skipping %s: same bytes as %s, landed before", relative, earlier[0])
@@ -87,6 +90,7 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
         table = table.append_column("_load_id", pa.array([load_id] * n, pa.int64()))
         lake_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, lake_path)
+        failpoint("land")
         result.rows_landed += n
     result.files_landed += 1
 
@@ -106,3 +110,13 @@ def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> Lan
             _land_file(con, settings, run_id, connector, path, result)
             con.execute("COMMIT")
     return result
+
+
+def forget_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
+    """For a full rebuild: mark every landed file superseded and delete the lake, so the next
+    land reads every inbox file again.  Customer ids and published history are kept."""
+    forgotten = con.execute("UPDATE ops.loads SET status = 'superseded' WHERE status <> 'superseded'"
+                            " RETURNING load_id").fetchall()
+    shutil.rmtree(settings.lake, ignore_errors=True)
+    log.info("full rebuild: %d manifest rows superseded, lake cleared", len(forgotten))
+    return len(forgotten)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -22,6 +22,7 @@ from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.runs import RunRecord, finish_run
 from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, pii_key, pseudonyms
+from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
 
@@ -107,11 +108,12 @@ def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
         GROUP BY f.customer_id ORDER BY f.customer_id""")
 
 
-def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date) -> None:
+def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retention_days: int) -> None:
     """Carry SCD2 history, changes and stats forward from the previous warehouse, then add as_of.
 
     Rows the previous warehouse holds for as_of or later are recomputed, so re-running a day
-    gives the same result as running it once.
+    gives the same result as running it once.  History rows that ended, and changes and stats
+    dated, more than ``retention_days`` before as_of are dropped.
     """
     day = f"DATE {dialect.quote(as_of.isoformat())}"
     empty_history = "SELECT NULL::VARCHAR customer_id, NULL::VARCHAR tag, NULL::VARCHAR value," \
@@ -159,6 +161,11 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date) -> Non
                count(*) / (SELECT count(*) FROM analytics.customer_tags_wide) AS coverage
         FROM analytics.customer_tags GROUP BY tag, value
         ORDER BY 1, 2, 3""")
+    horizon = f"DATE {dialect.quote((as_of - timedelta(days=retention_days)).isoformat())}"
+    con.execute(f"""
+        DELETE FROM analytics.tag_history WHERE valid_to < {horizon};
+        DELETE FROM analytics.tag_changes WHERE as_of < {horizon};
+        DELETE FROM analytics.tag_stats WHERE as_of < {horizon};""")
     con.execute(f"""
         UPDATE analytics.tag_catalog c SET coverage = s.coverage
         FROM (SELECT tag, sum(coverage) AS coverage FROM analytics.tag_stats WHERE as_of = {day} GROUP BY tag) s
@@ -185,6 +192,14 @@ def _ops(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
         FROM work.ops.quarantine""")
 
 
+def latest_published_as_of(settings: Settings) -> date | None:
+    """The newest as_of in the published warehouse, or None before the first publish."""
+    if not settings.warehouse.exists():
+        return None
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return con.execute("SELECT max(as_of) FROM analytics.tag_stats").fetchone()[0]
+
+
 def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishResult:
     """Build the new warehouse file from the work database and swap it in.
 
@@ -193,7 +208,8 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
     as_of, run_id = record.as_of, record.run_id
     target = settings.warehouse
     building = target.with_name(f".{target.name}.{run_id}.building")
-    building.unlink(missing_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.building*"):
+        stale.unlink()  # left by a killed run; we hold the run lock, so nobody else is building
     con = dialect.connect(building, settings.memory_limit)
     try:
         dialect.attach(con, settings.work_db, "work")
@@ -205,7 +221,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
         _customers(con, settings)
         _orders(con, settings, as_of)
         _tags(con, rules, as_of)
-        _history(con, previous, as_of)
+        _history(con, previous, as_of, settings.history_retention_days)
         _ops(con, record)
         tables = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM {s}."{t}"').fetchone()[0]
                   for s, t in con.execute("SELECT schema_name, table_name FROM duckdb_tables()"
@@ -216,6 +232,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
             con.execute("DETACH prev")
         con.execute("CHECKPOINT")
         con.close()
+        failpoint("publish")
     except BaseException:
         con.close()
         building.unlink(missing_ok=True)
@@ -228,7 +245,8 @@ def _export(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, run
     """Parquet copy of customer_tags under exports/customer_tags/as_of=YYYY-MM-DD/, swapped in whole."""
     final = settings.exports / "customer_tags" / f"as_of={as_of.isoformat()}"
     staging = final.with_name(f".{final.name}.{run_id}")
-    shutil.rmtree(staging, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
     con.execute(f"COPY (SELECT * FROM analytics.customer_tags ORDER BY customer_id, tag) TO "
                 f"{dialect.quote(str(staging / 'customer_tags.parquet'))} (FORMAT parquet)")

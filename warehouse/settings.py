@@ -10,6 +10,7 @@
 | TAGWRIGHT_PII_KEY | (generated) | HMAC key for pseudonyms; else a key file created owner-only |
 | TAGWRIGHT_MAX_BAD_SHARE | 0.2 | a file with a larger share of bad rows is not loaded |
 | TAGWRIGHT_MEMORY_LIMIT | 4GB | DuckDB memory limit; larger work spills to disk |
+| TAGWRIGHT_HISTORY_RETENTION_DAYS | 1095 | tag history, changes and stats older than this are dropped |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Settings:
     pii_key: str | None = None
     max_bad_share: float = 0.2
     memory_limit: str = "4GB"
+    history_retention_days: int = 1095
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -42,6 +44,7 @@ class Settings:
             pii_key=os.environ.get("TAGWRIGHT_PII_KEY"),
             max_bad_share=float(os.environ.get("TAGWRIGHT_MAX_BAD_SHARE", "0.2")),
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
+            history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
         )
         values.update(overrides)
         return cls(**values)

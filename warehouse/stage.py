@@ -21,6 +21,7 @@ import pyarrow as pa
 from sources.entities import ENTITIES
 from warehouse import dialect
 from warehouse.normalize import name_keys, phone_keys
+from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
 LAKE_COLUMNS = [("source", pa.string()), ("_file", pa.string()), ("_load_id", pa.int64())]
@@ -128,6 +129,7 @@ def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     con.execute("BEGIN")
     _stage_customer_records(con, settings)
     _stage_orders(con, settings)
+    failpoint("stage")
     _stage_events(con, settings)
     con.execute("COMMIT")
     result = StageResult()

@@ -10,6 +10,7 @@ import duckdb
 from rules.compiler import tags_sql
 from rules.model import RuleSet
 from warehouse import dialect
+from warehouse.faults import failpoint
 
 
 @dataclass
@@ -24,8 +25,11 @@ class TagsResult:
 
 def apply_tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> TagsResult:
     sql = tags_sql(rules, relation="features.customer_features")
+    con.execute("BEGIN")
     con.execute(f"""CREATE OR REPLACE TABLE tags.customer_tags AS
                     SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of
                     FROM ({sql})""")
+    failpoint("tags")
+    con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
     return TagsResult(rows=rows, tags=len(rules.active_tags))

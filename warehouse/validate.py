@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from sources.entities import EVENT_TYPES, ORDER_CHANNELS, ORDER_STATUSES
 from warehouse.errors import StageError
+from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -167,6 +168,7 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     valid_path = Path(str(load["lake_path"]).replace(f"{os.sep}raw{os.sep}", f"{os.sep}valid{os.sep}", 1))
     valid_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(valid, valid_path)
+    failpoint("validate")
     con.execute("UPDATE ops.loads SET status = ?, rows_loaded = ?, rows_quarantined = ? WHERE load_id = ?",
                 [status, valid.num_rows, len(bad_rids), load["load_id"]])
     result.batches += 1

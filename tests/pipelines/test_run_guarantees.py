@@ -8,6 +8,7 @@ from datetime import timedelta
 import duckdb
 import pytest
 
+import pipelines.nightly as nightly_module
 from pipelines.nightly import nightly
 from tests.conftest import AS_OF, copy_inbox
 from warehouse.errors import RunLockedError
@@ -35,6 +36,8 @@ def test_a_failed_publish_leaves_the_last_good_warehouse_untouched(prefect_harne
         raise OSError("disk full")
 
     monkeypatch.setattr(publish_module, "_history", broken)
+    # The publish task retries I/O errors after 10 s and 60 s; this test needs the final failure now.
+    monkeypatch.setattr(nightly_module, "publish_task", nightly_module.publish_task.with_options(retries=0))
     with pytest.raises(OSError, match="disk full"):
         nightly(as_of=AS_OF.isoformat())
     assert (data_dir / "warehouse.duckdb").read_bytes() == before
