@@ -52,14 +52,21 @@ def _run_in_subprocess(data: Path, as_of, **extra_env) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def day_before(prefect_harness, sample_inbox, tmp_path_factory):
-    """A data directory whose last published run is AS_OF - 1, and the reference warehouse of an
-    uninterrupted run for AS_OF on top of it."""
+    """A data directory whose last published run is AS_OF - 1, with the marketplace's newest
+    export delivered since (so the next run has files to land), and the reference warehouse of
+    an uninterrupted run for AS_OF on top of it."""
     base = tmp_path_factory.mktemp("ops") / "base"
     mp = pytest.MonkeyPatch()
     mp.setenv("TAGWRIGHT_PII_KEY", "test-key-not-secret")
     mp.setenv("TAGWRIGHT_DATA_DIR", str(base))
-    copy_inbox(sample_inbox, base)
+    inbox = copy_inbox(sample_inbox, base)
+    held = base.with_name("held")
+    held.mkdir()
+    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
+        late.rename(held / late.name)
     nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    for late in held.iterdir():
+        late.rename(inbox / "marketplace" / late.name)
     reference = base.with_name("reference")
     shutil.copytree(base, reference)
     mp.setenv("TAGWRIGHT_DATA_DIR", str(reference))

@@ -69,3 +69,18 @@ def test_history_and_changes_move_day_by_day(prefect_harness, sample_inbox, data
         # No customer holds two open values of one tag.
         assert con.execute("""SELECT count(*) FROM (SELECT customer_id, tag FROM analytics.tag_history
                               WHERE valid_to IS NULL GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0] == 0
+
+
+def test_a_full_rebuild_lands_everything_again_and_publishes_the_same_tags(prefect_harness, sample_inbox,
+                                                                          data_dir):
+    copy_inbox(sample_inbox, data_dir)
+    first = nightly(as_of=AS_OF.isoformat())
+    query = "SELECT * FROM analytics.customer_tags ORDER BY ALL"
+    with duckdb.connect(first["warehouse"], read_only=True) as con:
+        before = con.execute(query).fetchall()
+    rebuilt = nightly(as_of=AS_OF.isoformat(), full_rebuild=True)
+    assert rebuilt["row_counts"]["land"] == first["row_counts"]["land"] > 0
+    with duckdb.connect(rebuilt["warehouse"], read_only=True) as con:
+        assert con.execute(query).fetchall() == before
+        statuses = dict(con.execute("SELECT status, count(*) FROM ops.loads GROUP BY 1").fetchall())
+    assert statuses["superseded"] == statuses["validated"] + statuses["duplicate"]
