@@ -84,3 +84,38 @@ def test_a_full_rebuild_lands_everything_again_and_publishes_the_same_tags(prefe
         assert con.execute(query).fetchall() == before
         statuses = dict(con.execute("SELECT status, count(*) FROM ops.loads GROUP BY 1").fetchall())
     assert statuses["superseded"] == statuses["validated"] + statuses["duplicate"]
+
+
+def test_a_broken_source_file_degrades_the_run_but_the_others_publish(prefect_harness, sample_inbox, data_dir):
+    from prefect.client.orchestration import get_client
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    inbox = copy_inbox(sample_inbox, data_dir)
+    (inbox / "store" / "members_extra.csv").write_bytes("会员卡号,姓名\nM1,张三\n".encode("utf-16"))
+    result = CliRunner().invoke(app, ["run", "--as-of", AS_OF.isoformat()])
+    assert result.exit_code == 1, result.output
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        status, warnings = con.execute("SELECT status, warnings FROM ops.runs").fetchone()
+        failed = con.execute("SELECT file, message FROM ops.loads WHERE status = 'failed'").fetchall()
+        assert con.execute("SELECT count(*) FROM analytics.customer_tags").fetchone()[0] > 1000
+    assert status == "degraded" and "members_extra.csv" in warnings
+    assert failed[0][0] == "store/members_extra.csv" and "not valid gbk" in failed[0][1]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    summaries = [a for a in artifacts if a.key == "nightly-summary"]
+    assert summaries and "degraded" in summaries[0].data and "| land |" in summaries[0].data
+
+
+def test_tag_history_keeps_only_the_configured_retention(prefect_harness, sample_inbox, data_dir, monkeypatch):
+    monkeypatch.setenv("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1")
+    copy_inbox(sample_inbox, data_dir)
+    for back in (2, 1, 0):
+        result = nightly(as_of=(AS_OF - timedelta(days=back)).isoformat())
+    with duckdb.connect(result["warehouse"], read_only=True) as con:
+        assert {r[0] for r in con.execute("SELECT DISTINCT as_of FROM analytics.tag_stats").fetchall()} == \
+            {AS_OF - timedelta(days=1), AS_OF}
+        assert con.execute("SELECT min(as_of) FROM analytics.tag_changes").fetchone()[0] == AS_OF - timedelta(days=1)
+        assert con.execute("SELECT count(*) FROM analytics.tag_history WHERE valid_to < ?",
+                           [AS_OF - timedelta(days=1)]).fetchone()[0] == 0
