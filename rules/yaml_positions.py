@@ -48,10 +48,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load(path: Path, display_name: str | None = None) -> Mapping:
-    """Parse one YAML file into Mappings; syntax errors become RuleError with the position."""
+def load(path: Path, display_name: str | None = None, error: type | None = None) -> Mapping:
+    """Parse one YAML file into Mappings; syntax errors become ``error`` (default RuleError),
+    built as ``error(file, line, column, problem, fix)``."""
     from rules.errors import RuleError
 
+    error = error or RuleError
     name = display_name or str(path)
     loader = _Loader(path.read_text(encoding="utf-8"))
     loader.name = name
@@ -59,11 +61,11 @@ def load(path: Path, display_name: str | None = None) -> Mapping:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise RuleError(name, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
-                        f"YAML cannot be read: {exc.problem or exc}", "fix the YAML syntax at that spot") from exc
+        raise error(name, mark.line + 1 if mark else 1, mark.column + 1 if mark else 1,
+                    f"YAML cannot be read: {exc.problem or exc}", "fix the YAML syntax at that spot") from exc
     finally:
         loader.dispose()
     if not isinstance(data, Mapping):
-        raise RuleError(name, 1, 1, "the file must hold a mapping at the top level",
-                        "start the file with 'tag:' or 'features:'")
+        raise error(name, 1, 1, "the file must hold a mapping (key: value) at the top level",
+                    "compare it with a working file of the same kind")
     return data

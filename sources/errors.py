@@ -13,3 +13,11 @@ class SourceError(Exception):
         self.path, self.problem, self.fix, self.row, self.field = str(path), problem, fix, row, field
         where = self.path + (f", row {row}" if row is not None else "") + (f", field {field!r}" if field else "")
         super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class MappingError(Exception):
+    """A connector's mapping.yaml is wrong; points at file:line:column and says the fix."""
+
+    def __init__(self, file: str, line: int, column: int, problem: str, fix: str) -> None:
+        self.file, self.line, self.column, self.problem, self.fix = file, line, column, problem, fix
+        super().__init__(f"{file}:{line}:{column}: {problem}. Fix: {fix}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import json
-import pkgutil
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -33,15 +33,21 @@ import pyarrow as pa
 
 from sources.entities import ENTITIES
 from sources.errors import SourceError
+from sources.jsonl import read_jsonl
 
 ENTRY_POINT_GROUP = "tagwright.sources"
 
 
+CONTRACT_MODES = ("evolve", "freeze", "discard_row")
+
+
 @dataclass(frozen=True)
 class ReadContext:
-    """What a reader may know about the run: the business time zone and connector options."""
+    """What a reader may know about the run: the business time zone, the connector's schema
+    contract mode and its options (config and secrets resolved by name, never in code)."""
 
     timezone: str = "Asia/Shanghai"
+    contract: str = "evolve"
     options: dict = field(default_factory=dict)
 
 
@@ -67,11 +73,24 @@ class FileReader:
 
 @dataclass(frozen=True)
 class Connector:
+    """A source: what it produces (streams), which files it reads and how, its encoding and
+    schema contract (evolve: new columns go to attributes; freeze: a new or missing column
+    fails the file; discard_row: rows with values in unknown columns are quarantined)."""
+
     name: str
     description: str
     streams: tuple[Stream, ...]
     files: tuple[FileReader, ...]
     encoding: str = "utf-8"
+    contract: str = "evolve"
+    options: tuple[str, ...] = ()  # names of settings it reads from TAGWRIGHT_SOURCE_<NAME>_<OPTION>
+    folder: Path | None = None      # where the connector lives (README, mapping, samples)
+
+    def context(self, timezone: str) -> ReadContext:
+        """The read context for a run: options come from the environment by name."""
+        prefix = f"TAGWRIGHT_SOURCE_{self.name.upper()}_"
+        options = {o: os.environ.get(prefix + o.upper()) for o in self.options}
+        return ReadContext(timezone=timezone, contract=self.contract, options=options)
 
     def reader_for(self, relative_path: str) -> Reader | None:
         """The reader whose pattern matches the file, or None if the file is not ours."""
@@ -98,6 +117,11 @@ class RowErrors:
         if bad.any():
             text = field_name + ": cannot read " + raw.astype(str).map(repr) + f" as {expected}"
             self._messages.append(text.where(bad))
+
+    def note(self, bad: pd.Series, message: str) -> None:
+        """The same message for every row where ``bad`` holds."""
+        if bad.any():
+            self._messages.append(pd.Series(message, index=bad.index).where(bad))
 
     def column(self) -> pd.Series:
         if not self._messages:
@@ -183,41 +207,105 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def read_csv_text(path: Path, encoding: str, **kwargs) -> pd.DataFrame:
-    """Read a CSV as text columns, naming the file and byte offset if it does not decode."""
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise SourceError(path, "the file is empty (no header row)",
+                          fix="re-deliver the export; an empty file carries no columns")
     try:
-        return pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False,
-                           na_values=[""], skipinitialspace=False, **kwargs)
+        raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
                           fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise SourceError(path, "the file is empty (no header row)",
-                          fix="re-deliver the export; an empty file carries no columns") from exc
+    names = list(pd.read_csv(path, encoding=encoding, dtype=str, nrows=1, header=None).iloc[0])
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SourceError(path, f"the header repeats column(s) {duplicated}",
+                          fix="re-export so each column appears once")
+    if len(names) == 1 and any(sep in str(names[0]) for sep in (";", "\t", "|")):
+        raise SourceError(path, f"the header {names[0]!r} is one column: the file is not comma-separated",
+                          fix="re-export as CSV with commas between columns")
+    try:
+        frame = pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.ParserError as exc:
+        raise SourceError(path, f"the CSV cannot be parsed ({exc})",
+                          fix="check quoting and the number of fields per row") from exc
+    frame["_row"] = np.arange(len(frame), dtype="int64") + 2
+    return frame
 
 
-def csv_row_numbers(frame: pd.DataFrame) -> pd.Series:
-    """1-based line numbers of data rows in a CSV with one header line."""
-    return pd.Series(np.arange(len(frame), dtype="int64") + 2)
+def read_export(path: Path, fmt: str, encoding: str, errors_out: list | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
+    """Read an export file as text columns plus ``_row`` (its line or sheet row number).
+
+    Whole-file problems (empty, undecodable, repeated header, wrong delimiter) raise
+    SourceError; row problems (a line that is not JSON, a truncated last line) are returned
+    in RowErrors so the rows are quarantined, not lost.
+    """
+    if fmt == "jsonl":
+        frame, problems = read_jsonl(path, encoding)
+        errors = RowErrors(len(frame))
+        errors.add(problems.notna(), "line", problems, "JSON")
+        return frame, errors
+    if fmt == "xlsx":
+        if path.stat().st_size == 0:
+            raise SourceError(path, "the file is empty", fix="re-deliver the export")
+        try:
+            frame = pd.read_excel(path, dtype=str, engine="openpyxl")
+        except Exception as exc:  # openpyxl raises several kinds for a broken workbook
+            raise SourceError(path, f"the workbook cannot be opened ({type(exc).__name__}: {exc})",
+                              fix="re-export as .xlsx") from exc
+        frame = frame.astype("object").where(frame.notna(), None)
+        frame["_row"] = np.arange(len(frame), dtype="int64") + 2
+        return frame, RowErrors(len(frame))
+    frame = _read_csv(path, encoding)
+    errors = RowErrors(len(frame))
+    if len(frame) and not path.read_bytes().endswith(b"\n"):
+        data_columns = [c for c in frame.columns if c != "_row"]
+        last_is_short = frame[data_columns].iloc[-1].isna().any()
+        errors.note(pd.Series([i == len(frame) - 1 and last_is_short for i in range(len(frame))]),
+                    "row looks truncated: the file ends in the middle of this line")
+    return frame, errors
 
 
-def require_columns(path: Path, frame: pd.DataFrame, required: Iterable[str]) -> None:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise SourceError(path, f"missing required column(s) {missing}; found {list(frame.columns)}",
+def enforce_contract(path: Path, frame: pd.DataFrame, columns: Iterable[str], required: Iterable[str],
+                     mode: str, errors: "RowErrors") -> pd.DataFrame:
+    """Apply the schema contract to an export's columns; returns the frame with every declared
+    column present (NULL where an optional one is missing)."""
+    declared, required = list(columns), list(required)
+    present = [c for c in frame.columns if c != "_row"]
+    unknown = [c for c in present if c not in declared]
+    missing = [c for c in declared if c not in present]
+    missing_required = [c for c in required if c not in present]
+    if missing_required:
+        raise SourceError(path, f"missing required column(s) {missing_required}; found {present}",
                           fix="re-export with the standard column set or update the connector's mapping")
+    if mode == "freeze" and (unknown or missing):
+        raise SourceError(path, f"columns differ from the frozen contract: new {unknown}, missing {missing}",
+                          fix="re-export with the agreed columns, or change the connector's contract to evolve")
+    if mode == "discard_row":
+        for column in unknown:
+            errors.note(frame[column].notna().reset_index(drop=True),
+                        f"{column}: column is not in the contract (discard_row); the row is set aside")
+    for column in missing:
+        frame[column] = None
+    return frame
 
 
 def discover() -> dict[str, Connector]:
-    """Built-in connectors (every ``sources/<name>/`` exposing CONNECTOR) plus installed ones
-    registered under the ``tagwright.sources`` entry point group."""
-    import sources
+    """Every connector: built-in folders under sources/ (a ``CONNECTOR`` in ``__init__.py``, or
+    just a ``mapping.yaml``) plus installed ones under the ``tagwright.sources`` entry point
+    group."""
+    from sources.mapping import MAPPING_FILE, connector_from_mapping
 
     found: dict[str, Connector] = {}
-    for module in pkgutil.iter_modules(sources.__path__):
-        if not module.ispkg:
+    for folder in sorted(Path(__file__).resolve().parent.iterdir()):
+        if not folder.is_dir() or folder.name.startswith(("_", ".")):
             continue
-        connector = getattr(importlib.import_module(f"sources.{module.name}"), "CONNECTOR", None)
+        connector = None
+        if (folder / "__init__.py").exists():
+            connector = getattr(importlib.import_module(f"sources.{folder.name}"), "CONNECTOR", None)
+        if connector is None and (folder / MAPPING_FILE).exists():
+            connector = connector_from_mapping(folder)
         if isinstance(connector, Connector):
             found[connector.name] = connector
     for ep in entry_points(group=ENTRY_POINT_GROUP):

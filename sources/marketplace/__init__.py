@@ -11,19 +11,19 @@ from pathlib import Path
 import pandas as pd
 
 from sources.categories import canonical_category
-from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, csv_row_numbers,
-                         parse_number, parse_timestamp, read_csv_text, require_columns, to_entity_table)
+from sources.sdk import (Connector, FileReader, ReadContext, Stream, clean_text, enforce_contract, parse_number,
+                         parse_timestamp, read_export, to_entity_table)
 
 ENCODING = "utf-8-sig"
 COLUMNS = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
            "商品编码", "商品类目", "购买数量", "商品单价", "实付金额", "订单状态"]
+REQUIRED = ["订单编号", "买家昵称", "下单时间", "实付金额", "订单状态"]
 STATUS = {"交易成功": "paid", "已退款": "refunded", "交易关闭": "cancelled"}
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
-    raw = read_csv_text(path, ENCODING)
-    require_columns(path, raw, COLUMNS)
-    errors = RowErrors(len(raw))
+    raw, errors = read_export(path, "csv", ENCODING)
+    raw = enforce_contract(path, raw, COLUMNS, REQUIRED, ctx.contract, errors)
     rows = pd.DataFrame({
         "order_id": clean_text(raw["订单编号"]),
         "source_customer_id": clean_text(raw["买家昵称"]),
@@ -38,7 +38,7 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
         "category": canonical_category(raw["商品类目"]),
         "quantity": parse_number(raw["购买数量"], "购买数量", errors),
         "unit_price": parse_number(raw["商品单价"], "商品单价", errors),
-        "_row": csv_row_numbers(raw),
+        "_row": raw["_row"],
     })
     rows["_errors"] = errors.column()
     sub_order = clean_text(raw["子订单编号"])
@@ -53,10 +53,11 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
     customers = rows.sort_values("ordered_at").groupby("source_customer_id", sort=False).tail(1).copy()
     customers = customers.drop(columns=["_errors"]).assign(source_record_id=customers["source_customer_id"],
                                  updated_at=customers["ordered_at"]).sort_values("_row")
+    extra = raw.drop(columns=[*COLUMNS, "_row"])
     return {
         "customer_record": to_entity_table("customer_record", customers),
         "order": to_entity_table("order", orders),
-        "order_line": to_entity_table("order_line", rows.drop(columns=["name", "phone"])),
+        "order_line": to_entity_table("order_line", rows.drop(columns=["name", "phone"]), extra=extra),
     }
 
 

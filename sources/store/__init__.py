@@ -1,50 +1,29 @@
-"""Offline stores: membership and POS exports, GBK-encoded CSV with Chinese headers, local time."""
+"""Offline stores: membership and POS exports, GBK-encoded CSV with Chinese headers, local time.
+
+Members are mapped declaratively (mapping.yaml beside this file); POS rows are order lines
+whose receipts (小票号) are grouped into orders here.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from sources.categories import canonical_category
-from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, csv_row_numbers,
-                         parse_date, parse_flag, parse_number, parse_timestamp, read_csv_text, require_columns,
-                         to_entity_table)
+from sources.mapping import connector_from_mapping
+from sources.sdk import (FileReader, ReadContext, Stream, clean_text, enforce_contract, parse_number,
+                         parse_timestamp, read_export, to_entity_table)
 
-ENCODING = "gbk"
-MEMBER_COLUMNS = ["会员卡号", "姓名", "手机号", "性别", "生日", "省份", "城市", "入会时间", "短信订阅"]
 POS_COLUMNS = ["小票号", "行号", "会员卡号", "手机号", "交易时间", "门店编号", "商品编码", "品类", "数量", "单价", "金额", "交易类型"]
-
-
-def read_members(path: Path, ctx: ReadContext) -> dict:
-    raw = read_csv_text(path, ENCODING)
-    require_columns(path, raw, MEMBER_COLUMNS)
-    errors = RowErrors(len(raw))
-    frame = pd.DataFrame({
-        "source_customer_id": clean_text(raw["会员卡号"]),
-        "member_id": clean_text(raw["会员卡号"]),
-        "name": clean_text(raw["姓名"]),
-        "phone": clean_text(raw["手机号"]),
-        "gender": clean_text(raw["性别"]).map({"男": "M", "女": "F"}),
-        "birth_date": parse_date(raw["生日"], "生日", errors, fmt="%Y/%m/%d"),
-        "province": clean_text(raw["省份"]),
-        "city": clean_text(raw["城市"]),
-        "registered_at": parse_timestamp(raw["入会时间"], "入会时间", errors, fmt="%Y-%m-%d %H:%M:%S",
-                                         tz=ctx.timezone),
-        "sms_opt_in": parse_flag(raw["短信订阅"], "短信订阅", errors, ["是"], ["否"]),
-        "_row": csv_row_numbers(raw),
-    })
-    frame["updated_at"] = frame["registered_at"]
-    frame["source_record_id"] = frame["source_customer_id"]
-    extra = raw.drop(columns=MEMBER_COLUMNS)
-    return {"customer_record": to_entity_table("customer_record", frame, errors, extra)}
+POS_REQUIRED = ["小票号", "行号", "会员卡号", "交易时间", "金额"]
 
 
 def read_pos(path: Path, ctx: ReadContext) -> dict:
     """POS rows are order lines; an order (receipt) is the group of lines with one 小票号."""
-    raw = read_csv_text(path, ENCODING)
-    require_columns(path, raw, POS_COLUMNS)
-    errors = RowErrors(len(raw))
+    raw, errors = read_export(path, "csv", MEMBERS.encoding)
+    raw = enforce_contract(path, raw, POS_COLUMNS, POS_REQUIRED, ctx.contract, errors)
     lines = pd.DataFrame({
         "order_id": clean_text(raw["小票号"]),
         "line_no": parse_number(raw["行号"], "行号", errors),
@@ -52,10 +31,11 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
         "category": canonical_category(raw["品类"]),
         "quantity": parse_number(raw["数量"], "数量", errors),
         "unit_price": parse_number(raw["单价"], "单价", errors),
-        "_row": csv_row_numbers(raw),
+        "_row": raw["_row"],
     })
     lines["source_record_id"] = lines["order_id"] + "#" + raw["行号"].astype("string")
-    line_table = to_entity_table("order_line", lines.assign(line_no=lines["line_no"].astype("Int32")), errors)
+    extra = raw.drop(columns=[*POS_COLUMNS, "_row"])
+    line_table = to_entity_table("order_line", lines.assign(line_no=lines["line_no"].astype("Int32")), errors, extra)
 
     header = pd.DataFrame({
         "order_id": lines["order_id"],
@@ -83,17 +63,10 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
     return {"order": to_entity_table("order", orders), "order_line": line_table}
 
 
-CONNECTOR = Connector(
-    name="store",
-    description="Offline stores: members and POS receipts (GBK CSV, Chinese headers, local time).",
-    streams=(
-        Stream("customer_record", key=("source_customer_id",), cursor="updated_at"),
-        Stream("order", key=("order_id",), cursor="ordered_at"),
-        Stream("order_line", key=("order_id", "line_no")),
-    ),
-    files=(
-        FileReader("members*.csv", read_members),
-        FileReader("pos_transactions*.csv", read_pos),
-    ),
-    encoding=ENCODING,
+MEMBERS = connector_from_mapping(Path(__file__).resolve().parent)
+CONNECTOR = replace(
+    MEMBERS,
+    streams=MEMBERS.streams + (Stream("order", key=("order_id",), cursor="ordered_at"),
+                               Stream("order_line", key=("order_id", "line_no"))),
+    files=MEMBERS.files + (FileReader("pos_transactions*.csv", read_pos),),
 )

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sources.errors import SourceError
+
 import pandas as pd
 
-from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, parse_date,
-                         parse_flag, parse_number, parse_timestamp, to_entity_table)
-from sources.jsonl import read_jsonl
+from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, enforce_contract,
+                         parse_date, parse_flag, parse_number, parse_timestamp, read_export, to_entity_table)
 
 
-def _load(path: Path, columns: list[str]) -> tuple[pd.DataFrame, RowErrors]:
-    frame, problems = read_jsonl(path)
-    for column in columns:
-        if column not in frame.columns:
-            frame[column] = None
-    errors = RowErrors(len(frame))
-    errors.add(problems.notna(), "line", problems, "JSON")
-    return frame, errors
+def _load(path: Path, ctx: ReadContext, columns: list[str], required: list[str]) -> tuple[pd.DataFrame, RowErrors]:
+    """JSON Lines as a frame; keys other than ``columns`` are new fields under the contract."""
+    frame, errors = read_export(path, "jsonl", "utf-8")
+    if frame.empty:
+        raise SourceError(path, "the file holds no records", fix="re-deliver the export")
+    # A JSON line may simply omit a NULL field: only a field absent from every line is missing.
+    return enforce_contract(path, frame, columns, required, ctx.contract, errors), errors
+
+
+USER_FIELDS = ["user_id", "email", "mobile", "real_name", "member_card", "nickname", "gender", "birthday",
+               "province", "city", "registered_at", "email_opt_in", "updated_at"]
+EVENT_FIELDS = ["event_id", "user_id", "anonymous_id", "type", "ts", "session_id"]
+ORDER_FIELDS = ["order_id", "user_id", "created_at", "total", "currency", "status", "items"]
 
 
 def read_users(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ["user_id", "email", "mobile", "real_name", "member_card", "nickname", "gender",
-                               "birthday", "province", "city", "registered_at", "email_opt_in", "updated_at"])
+    raw, errors = _load(path, ctx, USER_FIELDS, ["user_id"])
     frame = pd.DataFrame({
         "source_customer_id": clean_text(raw["user_id"]),
         "email": raw["email"],  # kept raw; staging normalises and keeps both
@@ -41,11 +46,12 @@ def read_users(path: Path, ctx: ReadContext) -> dict:
         "_row": raw["_row"],
     })
     frame["source_record_id"] = frame["source_customer_id"]
-    return {"customer_record": to_entity_table("customer_record", frame, errors, raw[["nickname"]])}
+    extra = raw.drop(columns=[c for c in USER_FIELDS if c != "nickname"] + ["_row"])
+    return {"customer_record": to_entity_table("customer_record", frame, errors, extra)}
 
 
 def read_events(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ["event_id", "user_id", "anonymous_id", "type", "ts", "session_id"])
+    raw, errors = _load(path, ctx, EVENT_FIELDS, ["event_id", "ts"])
     frame = pd.DataFrame({
         "event_id": clean_text(raw["event_id"]),
         "source_customer_id": clean_text(raw["user_id"]),
@@ -60,7 +66,7 @@ def read_events(path: Path, ctx: ReadContext) -> dict:
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ["order_id", "user_id", "created_at", "total", "currency", "status", "items"])
+    raw, errors = _load(path, ctx, ORDER_FIELDS, ["order_id", "created_at", "total"])
     orders = pd.DataFrame({
         "order_id": clean_text(raw["order_id"]),
         "source_customer_id": clean_text(raw["user_id"]),

@@ -61,8 +61,8 @@ def test_a_file_in_the_wrong_encoding_names_the_file_and_the_fix(tmp_path):
 
 def test_a_missing_required_column_is_named(tmp_path):
     path = tmp_path / "members.csv"
-    path.write_bytes("会员卡号,姓名,手机号\nM1,张三,13812345678\n".encode("gbk"))
-    with pytest.raises(SourceError, match="missing required column"):
+    path.write_bytes("卡号,姓名,手机号\nM1,张三,13812345678\n".encode("gbk"))
+    with pytest.raises(SourceError, match=r"missing required column\(s\) \['会员卡号'\]"):
         _read(discover()["store"], path)
 
 
