@@ -204,3 +204,19 @@ def sources_list() -> None:
     rows = [(c.name, ", ".join(f"{s.entity}({'+'.join(s.key)})" for s in c.streams),
              ", ".join(f.pattern for f in c.files), c.encoding, c.description) for c in discover().values()]
     console.print(_table("connectors", ["name", "entities (key)", "files", "encoding", "description"], rows))
+
+
+@sources_app.command("new")
+def sources_new(name: str, root: Path = typer.Option(None, help="project folder (default: this checkout)")) -> None:
+    """Create a working mapping connector: sources/NAME/ and its tests and sample export."""
+    from sources.scaffold import new_connector
+
+    try:
+        written = new_connector(name, root)
+    except (ValueError, FileExistsError) as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    for path in written:
+        console.print(f"created {path}")
+    console.print(f"next: edit sources/{name}/mapping.yaml for your export, replace the sample, "
+                  f"run pytest tests/sources/{name}")

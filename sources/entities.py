@@ -91,3 +91,5 @@ ENTITIES: dict[str, pa.Schema] = {
 ORDER_STATUSES = ("paid", "refunded", "cancelled")
 ORDER_CHANNELS = ("web", "store", "marketplace")
 EVENT_TYPES = ("page_view", "search", "add_to_cart", "login")
+INTERACTION_CHANNELS = ("phone", "chat", "email", "store")
+INTERACTION_KINDS = ("complaint", "inquiry", "feedback", "return")

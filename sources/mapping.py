@@ -179,14 +179,16 @@ def _file_mapping(spec: Mapping) -> FileMapping:
                        required=tuple(spec.get("required", key_sources)))
 
 
-def _reader(mapping: FileMapping, encoding: str):
+def _reader(mapping: FileMapping, encoding: str, known: list[str]):
+    """The reader for one file entry; ``known`` are the export's columns over every entry that
+    reads the same files (the contract is about the file, not one entity of it)."""
     def read(path: Path, ctx: ReadContext) -> dict:
         raw, errors = read_export(path, mapping.format, encoding)
-        raw = enforce_contract(path, raw, mapping.export_columns, mapping.required, ctx.contract, errors)
+        raw = enforce_contract(path, raw, known, mapping.required, ctx.contract, errors)
         frame = pd.DataFrame({rule.target: rule.apply(raw, errors, ctx) for rule in mapping.columns})
         frame["_row"] = raw["_row"].to_numpy()
         frame["source_record_id"] = frame[list(mapping.key)].astype("string").agg("#".join, axis=1)
-        extra = raw.drop(columns=[*mapping.export_columns, "_row"], errors="ignore")
+        extra = raw.drop(columns=[*known, "_row"], errors="ignore")
         return {mapping.entity: to_entity_table(mapping.entity, frame, errors, extra)}
 
     read.__doc__ = f"Read {mapping.pattern} ({mapping.format}) into {mapping.entity} as mapping.yaml says."
@@ -208,8 +210,14 @@ def connector_from_mapping(folder: Path) -> Connector:
         raise _fail(spec.positions["files"], "files must be a list of file entries", "see docs/connectors.md")
     encoding = str(spec.get("encoding", "utf-8"))
     files = [_file_mapping(f) for f in spec["files"]]
+    known = {f.pattern: list(dict.fromkeys(c for g in files if g.pattern == f.pattern for c in g.export_columns))
+             for f in files}
     return Connector(
         name=str(spec["name"]), description=str(spec["description"]).strip(),
         streams=tuple(dict.fromkeys(Stream(f.entity, f.key, f.cursor) for f in files)),
-        files=tuple(FileReader(f.pattern, _reader(f, encoding)) for f in files),
+        files=tuple(FileReader(f.pattern, _reader(f, encoding, known[f.pattern]), format=f.format,
+                               columns=tuple(known[f.pattern]),
+                               required=f.required,
+                               typed=tuple(s for r in f.columns if r.parse != "text" for s in r.sources))
+                    for f in files),
         encoding=encoding, contract=contract, options=tuple(spec.get("options", ())), folder=folder)

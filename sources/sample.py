@@ -9,6 +9,8 @@ the same bytes:
   (local time, phones as 138-1234-5678 / +86 13812345678 / 8613812345678);
 - ``marketplace/``: two overlapping order exports (an order re-exported, some later refunded)
   with masked phones, plus the newer one delivered a second time under another name;
+- ``zoho_crm/``: a Zoho CRM contacts export (CSV, English field names);
+- ``fxiaoke/``: a 纷享销客 customer export (XLSX, Chinese headers);
 - ``ground_truth.csv``: the true person behind each (source, source_customer_id);
 - ``planted.json``: customers with known behaviour that tests assert on.
 
@@ -19,8 +21,10 @@ contacts (13800000000, test@test.com), a few unreadable values (bad dates, broke
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -210,7 +214,7 @@ def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
     for a, b in zip(store_people[0:60:2], store_people[1:60:2]):
         b.household_phone = a.phone
 
-    for folder in ("web", "store", "marketplace"):
+    for folder in ("web", "store", "marketplace", "zoho_crm", "fxiaoke"):
         shutil.rmtree(out / folder, ignore_errors=True)
         (out / folder).mkdir(parents=True)
     truth: list[tuple[str, str, str]] = []
@@ -218,6 +222,7 @@ def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
     counts.update(_write_web(g, out / "web", people, truth))
     counts.update(_write_store(g, out / "store", people, truth))
     counts.update(_write_marketplace(g, out / "marketplace", people, truth))
+    counts.update(_write_crm(g, out, people, truth))
     _write_csv(out / "ground_truth.csv", ["source", "source_customer_id", "person_id"],
                [list(t) for t in truth], "utf-8")
     plant_info = {role: {"person_id": p.pid, "profile": p.profile, "sources": sorted(p.sources),
@@ -352,3 +357,51 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
     _write_csv(second, header, newer, "utf-8-sig")
     shutil.copyfile(second, folder / f"orders_{g.end.strftime('%Y%m%d')}_resent.csv")
     return {"marketplace_rows": len(older) + len(newer), "marketplace_orders": n_orders}
+
+
+def _write_xlsx(path: Path, header: list[str], rows: list[list]) -> None:
+    """An XLSX whose bytes depend only on its content (fixed document and zip timestamps)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "客户"
+    sheet.append(header)
+    for row in rows:
+        sheet.append(row)
+    fixed = datetime(2020, 1, 1)
+    book.properties.created = book.properties.modified = fixed
+    buffer = io.BytesIO()
+    book.save(buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in sorted(source.infolist(), key=lambda i: i.filename):
+            target.writestr(zipfile.ZipInfo(item.filename, date_time=(2020, 1, 1, 0, 0, 0)), source.read(item))
+
+
+def _write_crm(g: _Gen, out: Path, people: list[Person], truth: list) -> dict:
+    """CRM exports for a share of the people: Zoho contacts (CSV) and Fxiaoke customers (XLSX)."""
+    zoho, fx = [], []
+    for p in people:
+        if p.profile == "prospect" or p.planted:
+            continue
+        if g.rng.random() < 0.12:
+            rid = f"zcrm_48768760000{int(p.pid[1:]):08d}"
+            truth.append(("zoho_crm", rid, p.pid))
+            created = p.registered.strftime("%Y-%m-%d %H:%M:%S")
+            zoho.append([rid, g.pick(["Alice Wu", "Bob Li"]), g.pick(["Web", "Store", "Event"]), p.name[1:], p.name[0],
+                         _noisy_email(g, p.email) if g.rng.random() < 0.8 else "", p.phone if g.rng.random() < 0.7 else "",
+                         p.birth.isoformat(), p.province, p.city, created, created,
+                         "true" if g.rng.random() < 0.3 else "false"])
+        if g.rng.random() < 0.08:
+            cid = f"FX{int(p.pid[1:]):07d}"
+            truth.append(("fxiaoke", cid, p.pid))
+            created = p.registered.strftime("%Y-%m-%d %H:%M")
+            fx.append([cid, p.name, p.phone, p.email if g.rng.random() < 0.5 else "", g.pick(["A", "B", "C"]),
+                       p.province, p.city, created, created, g.pick(["张经理", "李主管"])])
+    _write_csv(out / "zoho_crm" / "Contacts_export.csv",
+               ["Record Id", "Contact Owner", "Lead Source", "First Name", "Last Name", "Email", "Mobile",
+                "Date of Birth", "Mailing State", "Mailing City", "Created Time", "Modified Time", "Email Opt Out"],
+               zoho, "utf-8-sig")
+    _write_xlsx(out / "fxiaoke" / "客户导出.xlsx",
+                ["客户编号", "客户名称", "手机", "邮箱", "客户级别", "省份", "城市", "创建时间", "最后修改时间", "负责人"], fx)
+    return {"zoho_contacts": len(zoho), "fxiaoke_customers": len(fx)}

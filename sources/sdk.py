@@ -23,7 +23,7 @@ import importlib
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -65,10 +65,16 @@ class Stream:
 
 @dataclass(frozen=True)
 class FileReader:
-    """Files matching ``pattern`` (relative to the connector's inbox folder) go to ``read``."""
+    """Files matching ``pattern`` go to ``read``.  ``columns`` are the export's columns under
+    the schema contract (``required`` ones must be present; ``typed`` ones are parsed as
+    dates, numbers or flags), as the conformance suite checks."""
 
     pattern: str
     read: Reader
+    format: str = "csv"
+    columns: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    typed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,18 +92,36 @@ class Connector:
     options: tuple[str, ...] = ()  # names of settings it reads from TAGWRIGHT_SOURCE_<NAME>_<OPTION>
     folder: Path | None = None      # where the connector lives (README, mapping, samples)
 
+    def __post_init__(self) -> None:
+        if self.contract not in CONTRACT_MODES:
+            raise ValueError(f"connector {self.name!r}: contract {self.contract!r} is not one of {CONTRACT_MODES}")
+        for stream in self.streams:
+            if stream.entity not in ENTITIES:
+                raise ValueError(f"connector {self.name!r}: entity {stream.entity!r} is not one of {list(ENTITIES)}")
+            missing = [k for k in stream.key if k not in ENTITIES[stream.entity].names]
+            if missing:
+                raise ValueError(f"connector {self.name!r}: key {missing} is not a column of {stream.entity}")
+        if not self.files:
+            raise ValueError(f"connector {self.name!r} reads no files; declare at least one FileReader")
+
     def context(self, timezone: str) -> ReadContext:
         """The read context for a run: options come from the environment by name."""
         prefix = f"TAGWRIGHT_SOURCE_{self.name.upper()}_"
         options = {o: os.environ.get(prefix + o.upper()) for o in self.options}
         return ReadContext(timezone=timezone, contract=self.contract, options=options)
 
-    def reader_for(self, relative_path: str) -> Reader | None:
-        """The reader whose pattern matches the file, or None if the file is not ours."""
-        for spec in self.files:
-            if fnmatch.fnmatch(Path(relative_path).name, spec.pattern):
-                return spec.read
-        return None
+    def readers_for(self, relative_path: str) -> list[FileReader]:
+        """The file readers whose pattern matches the file (none: the file is not ours)."""
+        return [spec for spec in self.files if fnmatch.fnmatch(Path(relative_path).name, spec.pattern)]
+
+    def read(self, path: Path, ctx: ReadContext) -> dict[str, pa.Table]:
+        """Every entity the file yields; one file may feed several readers (e.g. a ticket export
+        gives interactions and the customer records they name)."""
+        tables: dict[str, pa.Table] = {}
+        for spec in self.readers_for(path.name):
+            for entity, table in spec.read(path, ctx).items():
+                tables[entity] = pa.concat_tables([tables[entity], table]) if entity in tables else table
+        return tables
 
     def stream(self, entity: str) -> Stream:
         for stream in self.streams:
@@ -307,7 +331,7 @@ def discover() -> dict[str, Connector]:
         if connector is None and (folder / MAPPING_FILE).exists():
             connector = connector_from_mapping(folder)
         if isinstance(connector, Connector):
-            found[connector.name] = connector
+            found[connector.name] = connector if connector.folder else replace(connector, folder=folder)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         connector = ep.load()
         found[connector.name] = connector

@@ -63,7 +63,9 @@ def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
         SELECT row_number() OVER (ORDER BY source, source_customer_id) AS node, source, source_customer_id
         FROM (SELECT source, source_customer_id FROM stage.customer_records
               UNION SELECT source, source_customer_id FROM stage.orders WHERE source_customer_id IS NOT NULL
-              UNION SELECT source, source_customer_id FROM stage.events WHERE source_customer_id IS NOT NULL)""")
+              UNION SELECT source, source_customer_id FROM stage.events WHERE source_customer_id IS NOT NULL
+              UNION SELECT source, source_customer_id FROM stage.interactions WHERE source_customer_id IS NOT NULL)
+        """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identifiers AS
         WITH r AS (SELECT n.node, c.* FROM stage.customer_records c JOIN nodes n USING (source, source_customer_id))

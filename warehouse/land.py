@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sources.errors import SourceError
-from sources.sdk import Connector, ReadContext, discover
+from sources.sdk import Connector, discover
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
@@ -72,9 +72,8 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                 message=f"same bytes as {earlier[0]}; skipped")
         result.duplicates.append(relative)
         return
-    reader = connector.reader_for(relative)
     try:
-        tables = reader(path, ReadContext(timezone=settings.timezone))
+        tables = connector.read(path, connector.context(settings.timezone))
     except SourceError as exc:
         log.error("cannot read %s: %s", relative, exc)
         _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
@@ -95,15 +94,17 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
     result.files_landed += 1
 
 
-def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> LandResult:
-    """Land every new file of every discovered connector (sorted, so runs are reproducible)."""
+def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,
+         connectors: dict[str, Connector] | None = None) -> LandResult:
+    """Land every new file of every connector (default: all discovered), in sorted order so
+    runs are reproducible."""
     result = LandResult()
-    for name, connector in discover().items():
+    for name, connector in (connectors or discover()).items():
         folder = settings.inbox / name
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if connector.reader_for(path.name) is None:
+            if not connector.readers_for(path.name):
                 continue
             result.files_seen += 1
             con.execute("BEGIN")

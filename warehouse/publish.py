@@ -89,6 +89,14 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> 
         LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
         WHERE {order_date} <= DATE {dialect.quote(as_of.isoformat())}
         ORDER BY o.source, o.order_id""")
+    con.execute(f"""
+        CREATE TABLE analytics.interactions AS
+        SELECT i.source, i.interaction_id, m.customer_id, i.channel, i.kind, i.occurred_at,
+               {dialect.local_date("i.occurred_at", settings.timezone)} AS occurred_on, i.rating
+        FROM work.stage.interactions i
+        LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
+        WHERE {dialect.local_date("i.occurred_at", settings.timezone)} <= DATE {dialect.quote(as_of.isoformat())}
+        ORDER BY i.source, i.interaction_id""")
     con.execute("""
         CREATE TABLE analytics.order_lines AS
         SELECT l.source, l.order_id, l.line_no, l.sku, l.category, l.quantity, l.unit_price

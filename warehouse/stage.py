@@ -7,7 +7,8 @@
 - orders: one per (source, order_id), the version from the newest load (a re-export carries
   the latest status); amounts as DECIMAL(18, 2);
 - order lines: the lines of that newest load of their order;
-- events: one per (source, event_id).
+- events: one per (source, event_id);
+- interactions (service tickets, complaints, returns): one per (source, interaction_id).
 """
 
 from __future__ import annotations
@@ -124,6 +125,17 @@ def _stage_events(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         ORDER BY source, event_id""")
 
 
+def _stage_interactions(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    interactions = _register_lake(con, settings, "interaction")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE stage.interactions AS
+        SELECT source, interaction_id, source_customer_id, channel, kind, occurred_at, rating, text, attributes,
+               _file, _row, _load_id
+        FROM {interactions}
+        QUALIFY row_number() OVER (PARTITION BY source, interaction_id ORDER BY _load_id DESC, _row DESC) = 1
+        ORDER BY source, interaction_id""")
+
+
 def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     """Rebuild the staging tables from the whole validated lake (idempotent)."""
     con.execute("BEGIN")
@@ -131,8 +143,9 @@ def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     _stage_orders(con, settings)
     failpoint("stage")
     _stage_events(con, settings)
+    _stage_interactions(con, settings)
     con.execute("COMMIT")
     result = StageResult()
-    for table in ("customer_records", "orders", "order_lines", "events"):
+    for table in ("customer_records", "orders", "order_lines", "events", "interactions"):
         result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchone()[0]
     return result

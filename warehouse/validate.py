@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sources.entities import EVENT_TYPES, ORDER_CHANNELS, ORDER_STATUSES
+from sources.entities import (EVENT_TYPES, INTERACTION_CHANNELS, INTERACTION_KINDS, ORDER_CHANNELS,
+                               ORDER_STATUSES)
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
@@ -68,6 +69,9 @@ SUITES: dict[str, list[tuple[str, dict]]] = {
         ("ExpectColumnValuesToNotBeNull", {"column": "interaction_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "occurred_at"}),
         ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": list(INTERACTION_CHANNELS)}),
+        ("ExpectColumnValuesToBeInSet", {"column": "kind", "value_set": list(INTERACTION_KINDS)}),
+        ("ExpectColumnValuesToBeBetween", {"column": "rating", "min_value": 0, "max_value": 5}),
     ],
 }
 

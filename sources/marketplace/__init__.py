@@ -51,7 +51,7 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
     orders = first.assign(source_record_id=first["order_id"])
 
     customers = rows.sort_values("ordered_at").groupby("source_customer_id", sort=False).tail(1).copy()
-    customers = customers.drop(columns=["_errors"]).assign(source_record_id=customers["source_customer_id"],
+    customers = customers.assign(source_record_id=customers["source_customer_id"],
                                  updated_at=customers["ordered_at"]).sort_values("_row")
     extra = raw.drop(columns=[*COLUMNS, "_row"])
     return {
@@ -69,6 +69,7 @@ CONNECTOR = Connector(
         Stream("order", key=("order_id",), cursor="ordered_at"),
         Stream("order_line", key=("order_id", "line_no")),
     ),
-    files=(FileReader("orders_*.csv", read_orders),),
+    files=(FileReader("orders_*.csv", read_orders, "csv", tuple(COLUMNS), tuple(REQUIRED),
+                      ("下单时间", "实付金额", "购买数量", "商品单价")),),
     encoding=ENCODING,
 )

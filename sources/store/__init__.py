@@ -68,5 +68,6 @@ CONNECTOR = replace(
     MEMBERS,
     streams=MEMBERS.streams + (Stream("order", key=("order_id",), cursor="ordered_at"),
                                Stream("order_line", key=("order_id", "line_no"))),
-    files=MEMBERS.files + (FileReader("pos_transactions*.csv", read_pos),),
+    files=MEMBERS.files + (FileReader("pos_transactions*.csv", read_pos, "csv", tuple(POS_COLUMNS),
+                                      tuple(POS_REQUIRED), ("交易时间", "金额", "数量", "单价")),),
 )

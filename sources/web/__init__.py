@@ -62,7 +62,7 @@ def read_events(path: Path, ctx: ReadContext) -> dict:
         "_row": raw["_row"],
     })
     frame["source_record_id"] = frame["event_id"]
-    return {"event": to_entity_table("event", frame, errors)}
+    return {"event": to_entity_table("event", frame, errors, raw.drop(columns=[*EVENT_FIELDS, "_row"]))}
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
@@ -95,7 +95,7 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
     lines["quantity"] = parse_number(detail["qty"].reset_index(drop=True), "qty", line_errors)
     lines["unit_price"] = parse_number(detail["price"].reset_index(drop=True), "price", line_errors)
     lines["source_record_id"] = lines["order_id"] + "#" + lines["line_no"].astype(str)
-    return {"order": to_entity_table("order", orders, errors),
+    return {"order": to_entity_table("order", orders, errors, raw.drop(columns=[*ORDER_FIELDS, "_row"])),
             "order_line": to_entity_table("order_line", lines, line_errors)}
 
 
@@ -109,8 +109,10 @@ CONNECTOR = Connector(
         Stream("order_line", key=("order_id", "line_no")),
     ),
     files=(
-        FileReader("users*.jsonl", read_users),
-        FileReader("events*.jsonl", read_events),
-        FileReader("orders*.jsonl", read_orders),
+        FileReader("users*.jsonl", read_users, "jsonl", tuple(USER_FIELDS), ("user_id",),
+                   ("birthday", "registered_at", "updated_at")),
+        FileReader("events*.jsonl", read_events, "jsonl", tuple(EVENT_FIELDS), ("event_id", "ts"), ("ts",)),
+        FileReader("orders*.jsonl", read_orders, "jsonl", tuple(ORDER_FIELDS), ("order_id", "created_at", "total"),
+                   ("created_at", "total")),
     ),
 )

@@ -10,7 +10,7 @@ from sources.sdk import ReadContext, discover
 
 
 def _read(connector, path):
-    return connector.reader_for(path.name)(path, ReadContext())
+    return connector.read(path, ReadContext())
 
 
 @pytest.mark.parametrize("name", ["web", "store", "marketplace"])

@@ -1,0 +1,58 @@
+"""docs/connectors.md's walkthrough, followed literally in a copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def _walkthrough_commands() -> list[str]:
+    text = (ROOT / "docs" / "connectors.md").read_text(encoding="utf-8")
+    section = text.split("## Walkthrough", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+def _copy_repository(target: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if name.startswith("data/") or not (ROOT / name).is_file():
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_bytes((ROOT / name).read_bytes())
+
+
+def test_adding_the_ticket_source_exactly_as_the_docs_say(tmp_path):
+    repo = tmp_path / "repo"
+    _copy_repository(repo)
+    (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {**os.environ, "PYTHONPATH": str(repo), "TAGWRIGHT_PII_KEY": "test-key-not-secret"}
+    env.pop("TAGWRIGHT_DATA_DIR", None)
+    env.pop("TAGWRIGHT_INBOX", None)
+    commands = _walkthrough_commands()
+    assert len(commands) == 5
+    for block in commands:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"step failed:\n{block}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    for kind in ("complaint", "inquiry", "feedback", "return"):
+        assert kind in done.stdout
+    with duckdb.connect(str(repo / "data" / "warehouse.duckdb"), read_only=True) as con:
+        linked = con.execute("""
+            SELECT i.interaction_id, list(DISTINCT s.source ORDER BY s.source)
+            FROM analytics.interactions i JOIN analytics.customer_source_ids s USING (customer_id)
+            GROUP BY 1 ORDER BY 1""").fetchall()
+        loads = con.execute("SELECT status, rows_in, rows_loaded FROM ops.loads WHERE source = 'tickets'"
+                            " ORDER BY entity").fetchall()
+    assert [i for i, _ in linked] == ["T0001", "T0002", "T0003", "T0004"]
+    assert all({"store", "tickets"} <= set(sources) for _, sources in linked), linked
+    assert loads == [("validated", 4, 4), ("validated", 4, 4)]
