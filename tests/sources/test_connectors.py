@@ -82,3 +82,17 @@ def test_unreadable_values_and_a_truncated_line_are_kept_with_their_problem(tmp_
 
 def test_discovery_finds_the_built_in_connectors():
     assert {"web", "store", "marketplace"} <= set(discover())
+
+
+def test_an_installed_package_adds_a_connector_through_the_entry_point_group(tmp_path, monkeypatch):
+    (tmp_path / "extra_source.py").write_text(
+        "from sources.sdk import Connector, FileReader, Stream\n"
+        "CONNECTOR = Connector(name='extra', description='from a package',\n"
+        "    streams=(Stream('event', key=('event_id',)),), files=(FileReader('*.jsonl', lambda p, c: {}),))\n",
+        encoding="utf-8")
+    dist = tmp_path / "extra_source-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-source\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[tagwright.sources]\nextra = extra_source:CONNECTOR\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert discover()["extra"].description == "from a package"
