@@ -30,23 +30,23 @@ def test_every_sample_file_reads_into_the_declared_entities_with_canonical_schem
                 assert table.column(key).null_count == 0, f"{path.name}: {entity}.{key} has NULLs"
 
 
-def test_store_times_are_local_and_stored_in_utc(tmp_path):
+def _read_pos_row(tmp_path, row: str) -> dict:
+    """Read a one-line POS export (GBK, the store's header) through the store connector."""
     path = tmp_path / "pos_transactions.csv"
     header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型\n"
-    path.write_bytes((header + "R1,1,M1,13812345678,2026/11/21 09:30,S001,SKU1,服饰,1,12.00,12.00,销售\n"
-                      ).encode("gbk"))
-    tables = _read(discover()["store"], path)
+    path.write_bytes((header + row + "\n").encode("gbk"))
+    return _read(discover()["store"], path)
+
+
+def test_store_times_are_local_and_stored_in_utc(tmp_path):
+    tables = _read_pos_row(tmp_path, "R1,1,M1,13812345678,2026/11/21 09:30,S001,SKU1,服饰,1,12.00,12.00,销售")
     order = tables["order"].to_pylist()[0]
     assert order["ordered_at"].isoformat() == "2026-11-21T01:30:00+00:00"
     assert order["channel"] == "store" and order["source_customer_id"] == "M1"
 
 
 def test_amounts_tolerate_currency_symbols_and_thousands_separators(tmp_path):
-    path = tmp_path / "pos_transactions.csv"
-    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型\n"
-    path.write_bytes((header + "R1,1,M1,13812345678,2026/11/21 09:30,S001,SKU1,服饰,1,\"￥1,299.00\",\"￥1,299.00\",销售\n"
-                      ).encode("gbk"))
-    tables = _read(discover()["store"], path)
+    tables = _read_pos_row(tmp_path, 'R1,1,M1,13812345678,2026/11/21 09:30,S001,SKU1,服饰,1,"￥1,299.00","￥1,299.00",销售')
     assert tables["order"].column("amount").to_pylist() == [1299.0]
     assert tables["order_line"].column("category").to_pylist() == ["apparel"]
 
