@@ -18,9 +18,10 @@ Sources never import Prefect.
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import importlib
-import json
+import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -148,12 +149,14 @@ class RowErrors:
             self._messages.append(pd.Series(message, index=bad.index).where(bad))
 
     def column(self) -> pd.Series:
-        if not self._messages:
-            return pd.Series([None] * self._n, dtype="object")
-        joined = pd.concat(self._messages, axis=1).apply(
-            lambda row: "; ".join(m for m in row if isinstance(m, str)) or None, axis=1
-        )
-        return joined.astype("object")
+        """One text per row joining its problems with '; ' (NULL for clean rows), vectorised."""
+        result = pd.Series([None] * self._n, dtype="object")
+        for message in self._messages:
+            message = message.reset_index(drop=True)
+            both = result.notna() & message.notna()
+            joined = result.where(~both, result.astype("string") + "; " + message.astype("string"))
+            result = joined.where(message.isna() | both, message).astype("object")
+        return result
 
 
 def _present(raw: pd.Series) -> pd.Series:
@@ -218,9 +221,9 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     frame = frame.reset_index(drop=True)
     if errors is not None:
         frame["_errors"] = errors.column().to_numpy()
-    if extra is not None and not extra.empty:
-        extra = extra.reset_index(drop=True).astype("object").where(extra.notna(), None)
-        frame["attributes"] = [json.dumps(r, ensure_ascii=False, default=str) for r in extra.to_dict("records")]
+    if extra is not None and not extra.empty and len(extra.columns):
+        lines = extra.reset_index(drop=True).to_json(orient="records", lines=True, force_ascii=False)
+        frame["attributes"] = lines.splitlines() if n else []
     arrays = []
     for f in schema:
         if f.name in frame.columns:
@@ -231,31 +234,32 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
+    """The CSV as text columns plus ``_row``, and whether its last line is complete."""
     raw = path.read_bytes()
     if not raw.strip():
         raise SourceError(path, "the file is empty (no header row)",
                           fix="re-deliver the export; an empty file carries no columns")
     try:
-        raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
                           fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
-    names = list(pd.read_csv(path, encoding=encoding, dtype=str, nrows=1, header=None).iloc[0])
+    names = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise SourceError(path, f"the header repeats column(s) {duplicated}",
                           fix="re-export so each column appears once")
-    if len(names) == 1 and any(sep in str(names[0]) for sep in (";", "\t", "|")):
+    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
         raise SourceError(path, f"the header {names[0]!r} is one column: the file is not comma-separated",
                           fix="re-export as CSV with commas between columns")
     try:
-        frame = pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.ParserError as exc:
         raise SourceError(path, f"the CSV cannot be parsed ({exc})",
                           fix="check quoting and the number of fields per row") from exc
     frame["_row"] = np.arange(len(frame), dtype="int64") + 2
-    return frame
+    return frame, raw.endswith(b"\n")
 
 
 def read_export(path: Path, fmt: str, encoding: str, errors_out: list | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
@@ -281,9 +285,9 @@ def read_export(path: Path, fmt: str, encoding: str, errors_out: list | None = N
         frame = frame.astype("object").where(frame.notna(), None)
         frame["_row"] = np.arange(len(frame), dtype="int64") + 2
         return frame, RowErrors(len(frame))
-    frame = _read_csv(path, encoding)
+    frame, complete = _read_csv(path, encoding)
     errors = RowErrors(len(frame))
-    if len(frame) and not path.read_bytes().endswith(b"\n"):
+    if len(frame) and not complete:
         data_columns = [c for c in frame.columns if c != "_row"]
         last_is_short = frame[data_columns].iloc[-1].isna().any()
         errors.note(pd.Series([i == len(frame) - 1 and last_is_short for i in range(len(frame))]),
