@@ -54,7 +54,7 @@ class ColumnRule:
     split: tuple[str, int] | None = None
     map: dict | None = None
     parse: str = "text"
-    format: str | None = None
+    format: str | tuple[str, ...] | None = None
     timezone: str = "UTC"
     multiply: float | None = None
     true: tuple[str, ...] = ("true", "1", "yes", "是")
@@ -142,8 +142,13 @@ def _rule(target: str, spec, where: Position) -> ColumnRule:
                       join=str(spec.get("join", "")),
                       split=(str(split["separator"]), int(split.get("part", 0))) if split else None,
                       map={str(k): str(v) for k, v in spec["map"].items()} if "map" in spec else None,
-                      parse=parse, format=spec.get("format"), timezone=str(spec.get("timezone", "UTC")),
+                      parse=parse, format=_format(spec.get("format")), timezone=str(spec.get("timezone", "UTC")),
                       multiply=float(spec["multiply"]) if "multiply" in spec else None, **flags)
+
+
+def _format(value) -> str | tuple[str, ...] | None:
+    """One format, or a list tried in order (exports that mix 2026/11/21, 2026-11-21, 20261121)."""
+    return tuple(str(v) for v in value) if isinstance(value, list) else value
 
 
 def _file_mapping(spec: Mapping) -> FileMapping:

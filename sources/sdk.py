@@ -163,23 +163,46 @@ def _present(raw: pd.Series) -> pd.Series:
     return raw.notna() & (raw.astype("string").str.strip() != "")
 
 
-def parse_timestamp(
-    raw: pd.Series, field_name: str, errors: RowErrors, fmt: str | None = None, tz: str = "UTC"
-) -> pd.Series:
-    """Parse text to UTC timestamps; naive values are read in ``tz`` (the source's local zone)."""
-    text = raw.astype("string").str.strip()
-    parsed = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=False)
-    if getattr(parsed.dt, "tz", None) is None:
-        parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    parsed = parsed.dt.tz_convert("UTC")
-    errors.add(_present(raw) & parsed.isna(), field_name, raw, f"a timestamp ({fmt or 'ISO 8601'})")
+Formats = str | list[str] | tuple[str, ...] | None
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _formats(fmt: Formats, default: str) -> list[str]:
+    return [fmt] if isinstance(fmt, str) else list(fmt or [default])
+
+
+def _first_format(text: pd.Series, formats: list[str]) -> pd.Series:
+    """Parse with each format in turn; a value takes the first format that reads it."""
+    parsed = pd.to_datetime(text, format=formats[0], errors="coerce")
+    for fmt in formats[1:]:
+        parsed = parsed.fillna(pd.to_datetime(text, format=fmt, errors="coerce"))
     return parsed
 
 
-def parse_date(raw: pd.Series, field_name: str, errors: RowErrors, fmt: str | None = None) -> pd.Series:
+def parse_timestamp(raw: pd.Series, field_name: str, errors: RowErrors, fmt: Formats = None,
+                    tz: str = "UTC") -> pd.Series:
+    """Parse text to UTC timestamps.  Values with an offset (``Z``, ``+08:00``) keep it; naive
+    values are read in ``tz`` (the source's local zone) with the given format(s), tried in order."""
     text = raw.astype("string").str.strip()
-    parsed = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
-    errors.add(_present(raw) & parsed.isna(), field_name, raw, f"a date ({fmt or 'YYYY-MM-DD'})")
+    aware = text.str.contains(_OFFSET, regex=True, na=False)
+    parts = []
+    if aware.any():
+        parts.append(pd.to_datetime(text[aware], format="ISO8601", errors="coerce", utc=True))
+    if (~aware).any():
+        naive = _first_format(text[~aware], _formats(fmt, "ISO8601"))
+        parts.append(naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC"))
+    parsed = pd.concat([p.astype("datetime64[us, UTC]") for p in parts]).reindex(text.index) if parts else \
+        pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    described = " or ".join(_formats(fmt, "ISO 8601"))
+    errors.add(_present(raw) & parsed.isna(), field_name, raw, f"a timestamp ({described})")
+    return parsed
+
+
+def parse_date(raw: pd.Series, field_name: str, errors: RowErrors, fmt: Formats = None) -> pd.Series:
+    """Parse text to dates with the given format(s), tried in order."""
+    text = raw.astype("string").str.strip()
+    parsed = _first_format(text, _formats(fmt, "ISO8601"))
+    errors.add(_present(raw) & parsed.isna(), field_name, raw, f"a date ({' or '.join(_formats(fmt, 'YYYY-MM-DD'))})")
     return parsed.dt.date
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from sources.entities import ENTITIES
@@ -96,3 +97,19 @@ def test_an_installed_package_adds_a_connector_through_the_entry_point_group(tmp
     (dist / "entry_points.txt").write_text("[tagwright.sources]\nextra = extra_source:CONNECTOR\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert discover()["extra"].description == "from a package"
+
+
+def test_timestamps_keep_offsets_and_read_naive_values_in_local_time_with_several_formats():
+    from sources.sdk import RowErrors, parse_date, parse_timestamp
+
+    raw = pd.Series(["2026-11-20T10:00:00Z", "2026-11-20T18:00:00+08:00", "2026/11/20 18:00", "20261120 1800",
+                     "yesterday", None])
+    errors = RowErrors(len(raw))
+    parsed = parse_timestamp(raw, "t", errors, fmt=["%Y/%m/%d %H:%M", "%Y%m%d %H%M"], tz="Asia/Shanghai")
+    assert [None if pd.isna(p) else p.isoformat() for p in parsed] == [
+        "2026-11-20T10:00:00+00:00"] * 4 + [None, None]
+    assert errors.column().tolist()[4:] == ["t: cannot read 'yesterday' as a timestamp (%Y/%m/%d %H:%M or %Y%m%d %H%M)",
+                                            None]
+    dates = parse_date(pd.Series(["1990/01/31", "1990-01-31", "19900131"]), "d", RowErrors(3),
+                       fmt=["%Y/%m/%d", "%Y-%m-%d", "%Y%m%d"])
+    assert {d.isoformat() for d in dates} == {"1990-01-31"}
