@@ -3,7 +3,8 @@
 - customer records: one per (source, source_customer_id), the newest version (``updated_at``,
   then the newest load, then the last row); normalised keys beside the raw values:
   ``email_key`` (trimmed, lower case, +tag and gmail dots folded), ``phone_e164``,
-  ``phone_masked_key`` and ``name_key``;
+  ``phone_masked_key`` and ``name_key`` (phones and names are normalised once per distinct
+  raw value and cached in ``stage.phone_keys`` / ``stage.name_keys``);
 - orders: one per (source, order_id), the version from the newest load (a re-export carries
   the latest status); amounts as DECIMAL(18, 2);
 - order lines: the lines of that newest load of their order;
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +66,20 @@ def _register_lake(con: duckdb.DuckDBPyConnection, settings: Settings, entity: s
     return view
 
 
+def _extend_key_cache(con: duckdb.DuckDBPyConnection, table: str, column: str,
+                      normalise: Callable[[list[str]], pa.Table], variant: str) -> None:
+    """Normalise only the raw values not seen before (``variant``: e.g. the phone region the
+    keys were made for) and add them to the cache table ``stage.<table>``."""
+    new = [r[0] for r in con.execute(f"""
+        SELECT DISTINCT {column} FROM latest_records
+        WHERE {column} IS NOT NULL
+          AND {column} NOT IN (SELECT raw FROM stage.{table} WHERE variant = {dialect.quote(variant)})
+        ORDER BY 1""").fetchall()]
+    con.register("new_keys", normalise(new))
+    con.execute(f"INSERT INTO stage.{table} SELECT *, {dialect.quote(variant)} FROM new_keys")
+    con.unregister("new_keys")
+
+
 def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     lake = _register_lake(con, settings, "customer_record")
     con.execute(f"""
@@ -71,13 +87,9 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
         SELECT * FROM {lake}
         QUALIFY row_number() OVER (PARTITION BY source, source_customer_id
                                    ORDER BY updated_at DESC NULLS LAST, _load_id DESC, _row DESC) = 1""")
-    phones = [r[0] for r in con.execute(
-        "SELECT DISTINCT phone FROM latest_records WHERE phone IS NOT NULL ORDER BY 1").fetchall()]
-    names = [r[0] for r in con.execute(
-        "SELECT DISTINCT name FROM latest_records WHERE name IS NOT NULL ORDER BY 1").fetchall()]
-    phone_map, name_map = phone_keys(phones, settings.phone_region), name_keys(names)
-    con.register("phone_map", phone_map)
-    con.register("name_map", name_map)
+    _extend_key_cache(con, "phone_keys", "phone", lambda raw: phone_keys(raw, settings.phone_region),
+                      settings.phone_region)
+    _extend_key_cache(con, "name_keys", "name", name_keys, "")
     con.execute(f"""
         CREATE OR REPLACE TABLE stage.customer_records AS
         SELECT r.source, r.source_customer_id, r.source_record_id,
@@ -87,11 +99,9 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
                r.gender, r.birth_date, r.province, r.city, r.registered_at, r.member_id,
                r.email_opt_in, r.sms_opt_in, r.updated_at, r.attributes, r._file, r._row, r._load_id
         FROM latest_records r
-        LEFT JOIN phone_map p ON p.raw = r.phone
-        LEFT JOIN name_map n ON n.raw = r.name
+        LEFT JOIN stage.phone_keys p ON p.raw = r.phone AND p.variant = {dialect.quote(settings.phone_region)}
+        LEFT JOIN stage.name_keys n ON n.raw = r.name AND n.variant = ''
         ORDER BY r.source, r.source_customer_id""")
-    con.unregister("phone_map")
-    con.unregister("name_map")
 
 
 def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:

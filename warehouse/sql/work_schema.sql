@@ -64,6 +64,11 @@ CREATE TABLE IF NOT EXISTS ops.validations (
     unexpected_count BIGINT
 );
 
+-- Normalised identifiers, computed once per distinct raw value (warehouse/normalize.py);
+-- variant: the default phone region the phone keys were made for.
+CREATE TABLE IF NOT EXISTS stage.phone_keys (raw VARCHAR, e164 VARCHAR, masked_key VARCHAR, variant VARCHAR);
+CREATE TABLE IF NOT EXISTS stage.name_keys (raw VARCHAR, name_key VARCHAR, variant VARCHAR);
+
 CREATE TABLE IF NOT EXISTS identity.customer_ids (
     customer_id VARCHAR PRIMARY KEY,
     seq BIGINT NOT NULL,
