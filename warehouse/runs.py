@@ -32,6 +32,11 @@ class RunRecord:
 
 
 def start_run(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
+    """Record the run as running.  Runs still marked running were killed (we hold the lock, so
+    none is alive): they are marked failed first."""
+    con.execute("""UPDATE ops.runs SET status = 'failed', finished_at = now(),
+                   error = 'interrupted: the process ended before the run finished'
+                   WHERE status = 'running'""")
     con.execute("INSERT INTO ops.runs (run_id, as_of, started_at, status) VALUES (?, ?, now(), 'running')",
                 [record.run_id, record.as_of])
 

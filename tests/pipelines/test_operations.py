@@ -91,6 +91,10 @@ def test_a_run_killed_inside_any_stage_changes_nothing_and_a_rerun_recovers(day_
     nightly(as_of=AS_OF.isoformat())
     assert _analytics(data / "warehouse.duckdb") == reference
     assert not list(data.glob(".warehouse.duckdb.*")), "no half-built warehouse is left behind"
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        ledger = con.execute("SELECT status, error FROM ops.runs ORDER BY started_at").fetchall()
+    assert [status for status, _ in ledger] == ["success", "failed", "success"]
+    assert ledger[1][1].startswith("interrupted")
 
 
 def test_a_hundred_read_only_queries_during_a_run_all_succeed_and_see_one_run(day_before, tmp_path):
