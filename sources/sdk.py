@@ -1,6 +1,7 @@
 """The small SDK every connector shares: declarations, vectorised parsers, the registry.
 
-A connector is a folder ``sources/<name>/`` whose ``__init__.py`` exposes ``CONNECTOR``::
+A connector is a folder ``sources/<name>/`` with a ``mapping.yaml`` (sources/mapping.py) or an
+``__init__.py`` exposing ``CONNECTOR``::
 
     CONNECTOR = Connector(
         name="web",
@@ -9,11 +10,12 @@ A connector is a folder ``sources/<name>/`` whose ``__init__.py`` exposes ``CONN
         files=(FileReader("users*.jsonl", read_users),),
     )
 
-Readers take a path and a :class:`ReadContext` and return ``{entity: pandas.DataFrame}``
-with canonical column names; :func:`to_entity_table` turns each frame into an Arrow table of
-the entity's schema.  Values that do not parse become NULL and the row's ``_errors`` column
-says which field held what, so validation can quarantine the row instead of losing it.
-Sources never import Prefect.
+Readers take a path and a :class:`ReadContext` and return ``{entity: pyarrow.Table}``:
+:func:`read_export` reads the file as text (whole-file problems raise SourceError),
+:func:`enforce_contract` applies the schema contract, the ``parse_*`` helpers convert
+columns, and :func:`to_entity_table` builds the entity's Arrow table.  Values that do not
+parse become NULL and the row's ``_errors`` column says which field held what, so validation
+quarantines the row instead of losing it.  Sources never import Prefect.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from sources.errors import SourceError
 from sources.jsonl import read_jsonl
 
 ENTRY_POINT_GROUP = "tagwright.sources"
-
-
 CONTRACT_MODES = ("evolve", "freeze", "discard_row")
 
 
@@ -52,7 +52,7 @@ class ReadContext:
     options: dict = field(default_factory=dict)
 
 
-Reader = Callable[[Path, ReadContext], dict[str, pd.DataFrame]]
+Reader = Callable[[Path, ReadContext], dict[str, pa.Table]]
 
 
 @dataclass(frozen=True)

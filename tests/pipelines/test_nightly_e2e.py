@@ -124,3 +124,23 @@ def test_rerun_for_the_same_day_gives_identical_tags(prefect_harness, sample_inb
         # The second run found every file landed before and loaded nothing twice.
         assert second["row_counts"]["land"] == 0
     assert len(before) > 1000
+
+
+def test_crm_contacts_resolve_to_customers_of_other_sources(published, sample_inbox):
+    result, _ = published
+    truth = str(sample_inbox / "ground_truth.csv")
+    with duckdb.connect(result["warehouse"], read_only=True) as con:
+        linked = dict(con.execute(f"""
+            WITH crm AS (SELECT s.source, s.customer_id FROM analytics.customer_source_ids s
+                         WHERE s.source IN ('zoho_crm', 'fxiaoke'))
+            SELECT crm.source, count(DISTINCT crm.customer_id) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM analytics.customer_source_ids o
+                       WHERE o.customer_id = crm.customer_id AND o.source IN ('web', 'store', 'marketplace')))
+            FROM crm GROUP BY crm.source""").fetchall())
+        wrong = con.execute(f"""
+            SELECT count(*) FROM (
+                SELECT s.customer_id FROM analytics.customer_source_ids s
+                JOIN read_csv('{truth}', all_varchar = true) t USING (source, source_customer_id)
+                GROUP BY s.customer_id HAVING count(DISTINCT t.person_id) > 1)""").fetchone()[0]
+    assert linked.get("zoho_crm", 0) > 0 and linked.get("fxiaoke", 0) > 0
+    assert wrong == 0, "no customer may mix two real people"

@@ -89,3 +89,18 @@ def test_a_one_file_python_connector_from_the_docs_passes_conformance_and_reache
         rows = con.execute("SELECT interaction_id, customer_id IS NOT NULL FROM analytics.interactions"
                            " WHERE source = 'tickets_api' ORDER BY 1").fetchall()
     assert rows == [("K1", True), ("K2", True)]
+
+
+def test_a_scaffolded_connector_passes_the_conformance_suite_before_any_edit(tmp_path):
+    repo = tmp_path / "repo"
+    _copy_repository(repo)
+    (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    for step in (".venv/bin/tagwright sources new wechat_mini",
+                 ".venv/bin/python -m pytest -q -p no:cacheprovider tests/sources/wechat_mini",
+                 ".venv/bin/tagwright sources list"):
+        done = subprocess.run(["bash", "-c", step], cwd=repo, env={**env, "COLUMNS": "200"}, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{step}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "wechat_mini" in done.stdout
+    assert {p.name for p in (repo / "sources" / "wechat_mini").iterdir()} == {"mapping.yaml", "README.md"}

@@ -113,3 +113,11 @@ def test_timestamps_keep_offsets_and_read_naive_values_in_local_time_with_severa
     dates = parse_date(pd.Series(["1990/01/31", "1990-01-31", "19900131"]), "d", RowErrors(3),
                        fmt=["%Y/%m/%d", "%Y-%m-%d", "%Y%m%d"])
     assert {d.isoformat() for d in dates} == {"1990-01-31"}
+
+
+def test_sources_never_import_prefect():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "sources"
+    offenders = [str(p) for p in root.rglob("*.py") if "prefect" in p.read_text(encoding="utf-8")]
+    assert offenders == []

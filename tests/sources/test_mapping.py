@@ -1,0 +1,58 @@
+"""The declarative mapping: transforms table-driven, and errors that point at the YAML."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sources.errors import MappingError
+from sources.mapping import ColumnRule, connector_from_mapping
+from sources.sdk import ReadContext, RowErrors
+
+TRANSFORMS = [
+    # (description, rule, raw columns, expected values)
+    ("copy and trim", ColumnRule("name", sources=("n",)), {"n": [" 王芳 ", None]}, ["王芳", None]),
+    ("join last and first name", ColumnRule("name", sources=("last", "first"), join=""),
+     {"last": ["王", None], "first": ["芳", "Li"]}, ["王芳", "Li"]),
+    ("split a combined field", ColumnRule("name", sources=("contact",), split=("/", 0)),
+     {"contact": ["王芳 / 13812345678", "李强"]}, ["王芳", "李强"]),
+    ("map values", ColumnRule("gender", sources=("g",), map={"男": "M", "女": "F"}), {"g": ["男", "女", "?"]},
+     ["M", "F", "?"]),
+    ("multiply cents to yuan", ColumnRule("amount", sources=("fen",), parse="number", multiply=0.01),
+     {"fen": ["12900", "5"]}, [129.0, 0.05]),
+    ("inverted flag", ColumnRule("email_opt_in", sources=("opt_out",), parse="flag", true=("false",),
+                                 false=("true",)), {"opt_out": ["true", "false"]}, [False, True]),
+    ("constant", ColumnRule("channel", value="store"), {"x": ["a", "b"]}, ["store", "store"]),
+]
+
+
+@pytest.mark.parametrize("description,rule,raw,expected", TRANSFORMS, ids=[t[0] for t in TRANSFORMS])
+def test_column_transforms(description, rule, raw, expected):
+    frame = pd.DataFrame(raw)
+    errors = RowErrors(len(frame))
+    got = rule.apply(frame, errors, ReadContext()).tolist()
+    assert [None if not isinstance(v, (str, bool)) and pd.isna(v) else v for v in got] == expected
+    assert errors.column().isna().all()
+
+
+BAD_MAPPINGS = [
+    ("unknown entity", "entity: customer_record", "entity: shopper", "'shopper' is not a canonical entity"),
+    ("unknown canonical column", "      phone: 手机", "      telephone: 手机", "'telephone' is not a column"),
+    ("unknown parser", "parse: timestamp", "parse: datetime", "parse 'datetime' is not known"),
+    ("bad contract", "contract: evolve", "contract: loose", "contract 'loose' is not known"),
+]
+
+
+@pytest.mark.parametrize("description,old,new,message", BAD_MAPPINGS, ids=[b[0] for b in BAD_MAPPINGS])
+def test_a_bad_mapping_names_file_line_column_and_the_fix(tmp_path, description, old, new, message):
+    from sources.sdk import discover
+
+    source = discover()["fxiaoke"].folder / "mapping.yaml"
+    text = source.read_text(encoding="utf-8")
+    assert old in text
+    (tmp_path / "mapping.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(MappingError) as err:
+        connector_from_mapping(tmp_path)
+    line = next(i for i, l in enumerate(text.replace(old, new, 1).splitlines(), start=1) if new.strip() in l)
+    assert err.value.line == line and message in err.value.problem and err.value.fix
+    assert str(err.value).startswith(f"{tmp_path / 'mapping.yaml'}:{line}:")
