@@ -110,7 +110,7 @@ def main() -> None:
     }
     out = Path(__file__).parent / "results" / f"pipeline-{args.customers}.json"
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"| stage | wall s | cpu s | rows |\n| --- | --- | --- | --- |")
+    print("| stage | wall s | cpu s | rows |\n| --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['rows']} |")
     print(f"\nfull run (stages) {report['full_run_stages_total_s']} s; incremental run with one new file: stages "

@@ -159,14 +159,17 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
         q["reason"] = [f.get("reason") or _reason(f, load["entity"]) for f in findings]
         q["row"] = frame.loc[q["_rid"], "_row"].to_numpy()
         q["source_record_id"] = frame.loc[q["_rid"], "source_record_id"].to_numpy()
+        con.register("quarantined_rows", q)
         con.execute(
             "INSERT INTO ops.quarantine SELECT ?, ?, ?, ?, ?, \"row\", source_record_id, expectation,"
-            " \"column\", value, reason FROM q", [run_id, load["load_id"], load["source"], load["file"],
-                                                   load["entity"]])
-    v = pd.DataFrame(validations)
+            " \"column\", value, reason FROM quarantined_rows", [run_id, load["load_id"], load["source"],
+                                                                  load["file"], load["entity"]])
+        con.unregister("quarantined_rows")
+    con.register("validation_rows", pd.DataFrame(validations))
     con.execute("INSERT INTO ops.validations SELECT ?, ?, ?, ?, ?, expectation, \"column\", success,"
-                " element_count, unexpected_count FROM v",
+                " element_count, unexpected_count FROM validation_rows",
                 [run_id, load["load_id"], load["source"], load["entity"], f"{load['entity']}_rows"])
+    con.unregister("validation_rows")
     keep = pc.invert(pc.is_in(table["_rid"], pa.array(bad_rids, pa.int64())))
     valid = table.filter(keep).drop_columns(["_rid"])
     valid_path = Path(str(load["lake_path"]).replace(f"{os.sep}raw{os.sep}", f"{os.sep}valid{os.sep}", 1))

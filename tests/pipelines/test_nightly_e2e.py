@@ -130,7 +130,7 @@ def test_crm_contacts_resolve_to_customers_of_other_sources(published, sample_in
     result, _ = published
     truth = str(sample_inbox / "ground_truth.csv")
     with duckdb.connect(result["warehouse"], read_only=True) as con:
-        linked = dict(con.execute(f"""
+        linked = dict(con.execute("""
             WITH crm AS (SELECT s.source, s.customer_id FROM analytics.customer_source_ids s
                          WHERE s.source IN ('zoho_crm', 'fxiaoke'))
             SELECT crm.source, count(DISTINCT crm.customer_id) FILTER (WHERE EXISTS (
