@@ -229,9 +229,12 @@ def parse_flag(
     return result
 
 
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
 def clean_text(raw: pd.Series) -> pd.Series:
-    """Strip whitespace; empty text becomes NULL."""
-    text = raw.astype("string").str.strip()
+    """Drop control characters, strip whitespace; empty text becomes NULL (emoji are kept)."""
+    text = raw.astype("string").str.replace(_CONTROL, "", regex=True).str.strip()
     return text.mask(text == "").astype("object")
 
 

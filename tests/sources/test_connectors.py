@@ -121,3 +121,9 @@ def test_sources_never_import_prefect():
     root = Path(__file__).resolve().parents[2] / "sources"
     offenders = [str(p) for p in root.rglob("*.py") if "prefect" in p.read_text(encoding="utf-8")]
     assert offenders == []
+
+
+def test_names_keep_emoji_and_lose_control_characters():
+    from sources.sdk import clean_text
+
+    assert clean_text(pd.Series(["王\x07芳😀\x00 ", "\x1f", None])).tolist()[:2] == ["王芳😀", None]
