@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from rules.model import RuleSet, load_rules
@@ -31,7 +31,7 @@ from warehouse.runs import RunRecord, finish_run, run_lock, start_run
 from warehouse.settings import Settings
 from warehouse.stage import stage
 from warehouse.tagging import apply_tags
-from warehouse.validate import validate
+from warehouse.validate import quality_summary, validate
 from warehouse.workdb import open_work_db
 
 IO_RETRIES = dict(retries=2, retry_delay_seconds=[10, 60])
@@ -128,6 +128,8 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     logger.info("published %s (%s)", published.warehouse, record.status)
     create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published),
                              description=f"tagwright nightly run for {day}")
+    create_table_artifact(key="nightly-quality", table=_in_work_db(settings, lambda con: quality_summary(con, run_id)),
+                          description=f"files landed and rows quarantined by run {run_id}")
     return {"run_id": run_id, "as_of": day.isoformat(), "status": record.status,
             "warehouse": str(published.warehouse), "export": str(published.export),
             "stage_seconds": record.stage_seconds, "row_counts": record.row_counts,

@@ -202,3 +202,12 @@ def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) ->
         raise StageError("validate", f"row accounting broken (rows_in != loaded + quarantined): {unbalanced}",
                          "this is a bug in tagwright; report it with the files named")
     return result
+
+
+def quality_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict]:
+    """Per file and entity landed by the run: status and row accounting, with the top reason."""
+    return con.execute("""
+        SELECT l.source, l.file, l.entity, l.status, l.rows_in, l.rows_loaded, l.rows_quarantined,
+               coalesce(l.message, (SELECT mode(q.reason) FROM ops.quarantine q WHERE q.load_id = l.load_id))
+                   AS top_reason
+        FROM ops.loads l WHERE l.run_id = ? ORDER BY l.load_id""", [run_id]).fetchdf().to_dict("records")

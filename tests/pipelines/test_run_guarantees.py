@@ -107,6 +107,8 @@ def test_a_broken_source_file_degrades_the_run_but_the_others_publish(prefect_ha
     summaries = [a for a in artifacts if a.key == "nightly-summary"]
     latest = max(summaries, key=lambda a: a.created)  # other tests' runs share the Prefect harness
     assert "degraded" in latest.data and "| land |" in latest.data
+    quality = max((a for a in artifacts if a.key == "nightly-quality"), key=lambda a: a.created)
+    assert "members_extra.csv" in str(quality.data) and "not valid gbk" in str(quality.data)
 
 
 def test_tag_history_keeps_only_the_configured_retention(prefect_harness, sample_inbox, data_dir, monkeypatch):
