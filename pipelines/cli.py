@@ -129,29 +129,24 @@ def sql(query: str, output: str = typer.Option("table", help="table, csv or json
 
 @app.command()
 def explain(customer_id: str) -> None:
-    """Show a customer's source records, how they were linked, and every tag with its features."""
+    """Show a customer's source records, the identifiers that could link them, features and tags."""
     import duckdb
 
     settings = Settings.from_env()
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        sources = con.execute("SELECT source, source_customer_id FROM analytics.customer_source_ids"
-                              " WHERE customer_id = ?", [customer_id]).fetchall()
+        sources = con.execute("""SELECT source, source_customer_id, has_member_id, has_email, has_phone,
+                                        has_masked_phone, has_name
+                                 FROM analytics.customer_source_ids WHERE customer_id = ? ORDER BY 1, 2""",
+                              [customer_id]).fetchall()
         if not sources:
             console.print(f"[red]no customer {customer_id!r}[/red] in {settings.warehouse}")
             raise typer.Exit(2)
+        features = con.execute("SELECT * FROM analytics.customer_features WHERE customer_id = ?",
+                               [customer_id]).fetchdf()
         tags = con.execute("SELECT tag, value, as_of FROM analytics.customer_tags WHERE customer_id = ?"
                            " ORDER BY tag", [customer_id]).fetchall()
-    console.print(_table(f"source records of {customer_id}", ["source", "source_customer_id"], sources))
-    with duckdb.connect(str(settings.work_db), read_only=True) as con:
-        keys = con.execute("""
-            SELECT r.source, r.source_customer_id, r.member_id IS NOT NULL, r.email_key IS NOT NULL,
-                   r.phone_e164 IS NOT NULL, r.phone_masked_key IS NOT NULL, r.name_key IS NOT NULL
-            FROM stage.customer_records r JOIN identity.node_customer m USING (source, source_customer_id)
-            WHERE m.customer_id = ? ORDER BY 1, 2""", [customer_id]).fetchall()
-        features = con.execute("SELECT * FROM features.customer_features WHERE customer_id = ?",
-                               [customer_id]).fetchdf()
-    console.print(_table("identifiers present (normalised)", ["source", "id", "member id", "email", "phone",
-                                                               "masked phone", "name"], keys))
+    console.print(_table(f"source records of {customer_id} and the identifiers they carry",
+                         ["source", "id", "member id", "email", "phone", "masked phone", "name"], sources))
     if not features.empty:
         console.print(_table("features", ["feature", "value"], list(features.iloc[0].items())))
     console.print(_table("tags", ["tag", "value", "as_of"], tags))

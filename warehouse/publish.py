@@ -75,8 +75,13 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         LEFT JOIN phone_pseudonyms p ON p.raw = g.phone_e164
         ORDER BY g.customer_id""")
     con.execute("""CREATE TABLE analytics.customer_source_ids AS
-                   SELECT customer_id, source, source_customer_id FROM work.identity.node_customer
-                   ORDER BY customer_id, source, source_customer_id""")
+                   SELECT m.customer_id, m.source, m.source_customer_id,
+                          r.member_id IS NOT NULL AS has_member_id, r.email_key IS NOT NULL AS has_email,
+                          r.phone_e164 IS NOT NULL AS has_phone, r.phone_masked_key IS NOT NULL AS has_masked_phone,
+                          r.name_key IS NOT NULL AS has_name
+                   FROM work.identity.node_customer m
+                   LEFT JOIN work.stage.customer_records r USING (source, source_customer_id)
+                   ORDER BY m.customer_id, m.source, m.source_customer_id""")
 
 
 def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:
@@ -107,6 +112,9 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> 
 def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
     con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags"
                 " ORDER BY customer_id, tag")
+    con.execute(f"""CREATE TABLE analytics.customer_features AS
+                    SELECT DATE {dialect.quote(as_of.isoformat())} AS as_of, *
+                    FROM work.features.customer_features ORDER BY customer_id""")
     columns = ",\n".join(f"max(t.value) FILTER (WHERE t.tag = {dialect.quote(tag.id)}) AS {tag.id}"
                          for tag in sorted(rules.active_tags, key=lambda t: t.id))
     con.execute(f"""

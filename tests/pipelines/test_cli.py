@@ -59,5 +59,6 @@ def test_sql_and_explain_on_a_published_warehouse(published, monkeypatch):
     explained = runner.invoke(app, ["explain", "TW00000001"], env={"COLUMNS": "200"})
     assert explained.exit_code == 0
     assert "source records of TW00000001" in explained.output and "lifecycle_stage" in explained.output
+    assert "recency_days" in explained.output and "masked phone" in explained.output
     unknown = runner.invoke(app, ["explain", "TW99999999"])
     assert unknown.exit_code == 2 and "no customer" in unknown.output

@@ -75,8 +75,8 @@ def test_published_tables_and_export(published):
             "SELECT schema_name, table_name FROM duckdb_tables()").fetchall()}
         assert {"analytics.customer_tags", "analytics.customer_tags_wide", "analytics.tag_history",
                 "analytics.tag_changes", "analytics.tag_catalog", "analytics.tag_stats", "analytics.customers",
-                "analytics.orders", "analytics.order_lines", "ops.runs", "ops.loads", "ops.quarantine",
-                "ops.validations"} <= tables
+                "analytics.orders", "analytics.order_lines", "analytics.customer_features", "analytics.interactions",
+                "analytics.customer_source_ids", "ops.runs", "ops.loads", "ops.quarantine", "ops.validations"} <= tables
         wide_columns = [r[0] for r in con.execute("DESCRIBE analytics.customer_tags_wide").fetchall()]
         assert {"rfm_segment", "activity_level", "churn_risk", "lifecycle_stage"} <= set(wide_columns)
         runs = con.execute("SELECT status, as_of FROM ops.runs").fetchall()

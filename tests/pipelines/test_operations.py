@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "publish"]
-PUBLISHED_TABLES = ["customer_tags", "customer_tags_wide", "tag_history", "tag_changes", "tag_stats", "customers",
+PUBLISHED_TABLES = ["customer_tags", "customer_tags_wide", "customer_features", "tag_history", "tag_changes", "tag_stats", "customers",
                     "customer_source_ids", "orders", "order_lines"]
 
 
