@@ -141,14 +141,14 @@ def explain(customer_id: str) -> None:
         if not sources:
             console.print(f"[red]no customer {customer_id!r}[/red] in {settings.warehouse}")
             raise typer.Exit(2)
-        features = con.execute("SELECT * FROM analytics.customer_features WHERE customer_id = ?",
-                               [customer_id]).fetchdf()
+        cursor = con.execute("SELECT * FROM analytics.customer_features WHERE customer_id = ?", [customer_id])
+        features = list(zip([d[0] for d in cursor.description], cursor.fetchone() or []))
         tags = con.execute("SELECT tag, value, as_of FROM analytics.customer_tags WHERE customer_id = ?"
                            " ORDER BY tag", [customer_id]).fetchall()
     console.print(_table(f"source records of {customer_id} and the identifiers they carry",
                          ["source", "id", "member id", "email", "phone", "masked phone", "name"], sources))
-    if not features.empty:
-        console.print(_table("features", ["feature", "value"], list(features.iloc[0].items())))
+    if features:
+        console.print(_table("features", ["feature", "value"], features))
     console.print(_table("tags", ["tag", "value", "as_of"], tags))
 
 
