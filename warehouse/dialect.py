@@ -30,6 +30,14 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def is_in(column_sql: str, values: list[str] | tuple[str, ...], negate: bool = False) -> str:
+    """``column IN ('a', 'b')`` (or NOT IN); an empty list is FALSE (or TRUE), never ``IN (NULL)``."""
+    if not values:
+        return "TRUE" if negate else "FALSE"
+    listed = ", ".join(quote(v) for v in values)
+    return f"{column_sql} {'NOT IN' if negate else 'IN'} ({listed})"
+
+
 def read_parquet(paths: list[Path] | Path | str, union_by_name: bool = True) -> str:
     """A table function reading Parquet files (a glob, or an explicit list)."""
     if isinstance(paths, list):

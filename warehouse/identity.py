@@ -51,10 +51,6 @@ def load_identity_config() -> dict:
     return yaml.safe_load(files("warehouse").joinpath("identity.yaml").read_text(encoding="utf-8"))
 
 
-def _in_list(values: list[str]) -> str:
-    return "(" + ", ".join(dialect.quote(v) for v in values) + ")" if values else "(NULL)"
-
-
 def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
     block = config["blocklist"]
     blocked_masks = [p[3:6] + "****" + p[-4:] for p in block["phone_e164"] if p.startswith("+86")]
@@ -70,19 +66,19 @@ def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
         CREATE OR REPLACE TEMP TABLE identifiers AS
         WITH r AS (SELECT n.node, c.* FROM stage.customer_records c JOIN nodes n USING (source, source_customer_id))
         SELECT node, 'member_id' AS kind, member_id AS key FROM r
-            WHERE member_id IS NOT NULL AND member_id NOT IN {_in_list(block['member_id'])}
+            WHERE member_id IS NOT NULL AND {dialect.is_in('member_id', block['member_id'], negate=True)}
         UNION ALL
         SELECT node, 'email', email_key FROM r
-            WHERE email_key IS NOT NULL AND email_key NOT IN {_in_list(block['email_key'])}
+            WHERE email_key IS NOT NULL AND {dialect.is_in('email_key', block['email_key'], negate=True)}
         UNION ALL
         SELECT node, 'phone+name', phone_e164 || '|' || name_key FROM r
             WHERE phone_e164 IS NOT NULL AND name_key IS NOT NULL
-              AND phone_e164 NOT IN {_in_list(block['phone_e164'])}
+              AND {dialect.is_in('phone_e164', block['phone_e164'], negate=True)}
         UNION ALL
         SELECT node, 'masked phone+name', phone_masked_key || '|' || name_key FROM r
             WHERE phone_masked_key IS NOT NULL AND name_key IS NOT NULL
-              AND coalesce(phone_e164, '') NOT IN {_in_list(block['phone_e164'])}
-              AND phone_masked_key NOT IN {_in_list(blocked_masks)}""")
+              AND {dialect.is_in("coalesce(phone_e164, '')", block['phone_e164'], negate=True)}
+              AND {dialect.is_in('phone_masked_key', blocked_masks, negate=True)}""")
     cap = int(config["max_records_per_identifier"])
     capped = con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identifier_groups AS

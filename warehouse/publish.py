@@ -37,10 +37,6 @@ class PublishResult:
         return self.tables.get("analytics.customer_tags", 0)
 
 
-def _in_list(values) -> str:
-    return "(" + ", ".join(dialect.quote(v) for v in values) + ")"
-
-
 def _catalog(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     rows = [(t.id, t.names.get("en"), t.names.get("zh"), t.category[0], t.category[1], t.value_type, t.values,
              t.owner, t.definition, t.status, t.version, t.refresh, t.file,
@@ -194,13 +190,13 @@ def _ops(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
     for table in ("runs", "loads", "validations", "identity_changes"):
         con.execute(f"CREATE TABLE ops.{table} AS SELECT * FROM work.ops.{table}")
     finish_run(con, record)
-    pii = _in_list(PII_COLUMNS)
+    pii = dialect.is_in('"column"', PII_COLUMNS)
     pii_error = " OR ".join(f"starts_with(reason, {dialect.quote(c + ':')})" for c in PII_COLUMNS)
     con.execute(f"""
         CREATE TABLE ops.quarantine AS
         SELECT run_id, load_id, source, file, entity, "row", source_record_id, expectation, "column",
-               CASE WHEN "column" IN {pii} OR "column" = '_errors' THEN NULL ELSE value END AS value,
-               CASE WHEN "column" IN {pii}
+               CASE WHEN {pii} OR "column" = '_errors' THEN NULL ELSE value END AS value,
+               CASE WHEN {pii}
                     THEN "column" || ' fails ' || expectation || ' (value withheld: personal data)'
                     WHEN {pii_error}
                     THEN split_part(reason, ':', 1) || ': value cannot be read (withheld: personal data)'

@@ -63,3 +63,15 @@ def test_ids_are_stable_across_runs_and_the_oldest_survives_a_merge(settings):
     assert changes == [("r2", "merge", oldest, [max(first[("web", "U1")], first[("web", "U2")])])]
     third = run_through_identity(settings, "r3")
     assert third == second
+
+
+def test_an_empty_blocklist_blocks_nothing(settings, monkeypatch):
+    import warehouse.identity as identity
+
+    config = identity.load_identity_config()
+    config["blocklist"] = {"member_id": [], "email_key": [], "phone_e164": []}
+    monkeypatch.setattr(identity, "load_identity_config", lambda: config)
+    write_web_users(settings.inbox, [{"user_id": "U1", "email": "a@example.com", "member_card": "M1"}])
+    write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "王芳", "手机号": "13812345678"}])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] == ids[("store", "M1")]
