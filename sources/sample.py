@@ -15,7 +15,8 @@ the same bytes:
 - ``planted.json``: customers with known behaviour that tests assert on.
 
 Traps: the same person in two or three sources, families sharing a phone, placeholder
-contacts (13800000000, test@test.com), a few unreadable values (bad dates, broken emails).
+contacts (13800000000, test@test.com), a few bad values (unreadable dates, broken emails,
+negative order totals).
 """
 
 from __future__ import annotations
@@ -272,8 +273,11 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         for t in _channel_orders(g, p, "web"):
             lines = _lines(g, p.profile == "lapsed")
             status = "paid" if g.rng.random() < 0.9 else g.pick(["refunded", "cancelled"])
+            total = round(sum(q * pr for *_, q, pr in lines), 2)
+            if not p.planted and len(orders) % 487 == 486:
+                total = -total  # a refund booked as a negative order: validation must set it aside
             orders.append({"order_id": f"W{len(orders):07d}", "user_id": uid, "created_at": _iso_utc(t),
-                           "total": round(sum(q * pr for *_, q, pr in lines), 2), "currency": "CNY",
+                           "total": total, "currency": "CNY",
                            "status": status,
                            "items": [{"sku": s, "category": c, "qty": q, "price": pr} for s, _, c, q, pr in lines]})
     for k in range(len(events) // 20):  # anonymous browsing that links to nobody
