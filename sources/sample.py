@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -373,13 +374,14 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list]) -> None:
     sheet.append(header)
     for row in rows:
         sheet.append(row)
-    fixed = datetime(2020, 1, 1)
-    book.properties.created = book.properties.modified = fixed
     buffer = io.BytesIO()
     book.save(buffer)
     with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
         for item in sorted(source.infolist(), key=lambda i: i.filename):
-            target.writestr(zipfile.ZipInfo(item.filename, date_time=(2020, 1, 1, 0, 0, 0)), source.read(item))
+            data = source.read(item)
+            if item.filename == "docProps/core.xml":  # openpyxl stamps the save time here
+                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>2020-01-01T00:00:00Z", data)
+            target.writestr(zipfile.ZipInfo(item.filename, date_time=(2020, 1, 1, 0, 0, 0)), data)
 
 
 def _write_crm(g: _Gen, out: Path, people: list[Person], truth: list) -> dict:
