@@ -104,16 +104,24 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
         ORDER BY r.source, r.source_customer_id""")
 
 
-def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    orders = _register_lake(con, settings, "order")
-    lines = _register_lake(con, settings, "order_line")
+def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str, key: str,
+                  columns: str) -> None:
+    """``stage.<table>``: one row per (source, key), the version from the newest load (a re-export
+    carries the latest state), the last row of that file on a tie."""
+    lake = _register_lake(con, settings, entity)
     con.execute(f"""
-        CREATE OR REPLACE TABLE stage.orders AS
-        SELECT source, order_id, source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount,
-               currency, status, channel, store_id, attributes, _file, _row, _load_id
-        FROM {orders}
-        QUALIFY row_number() OVER (PARTITION BY source, order_id ORDER BY _load_id DESC, _row DESC) = 1
-        ORDER BY source, order_id""")
+        CREATE OR REPLACE TABLE stage.{table} AS
+        SELECT source, {key}, {columns}, _file, _row, _load_id
+        FROM {lake}
+        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1
+        ORDER BY source, {key}""")
+
+
+def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    _stage_newest(con, settings, "order", "orders", "order_id",
+                  "source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount, currency, status, "
+                  "channel, store_id, attributes")
+    lines = _register_lake(con, settings, "order_line")
     con.execute(f"""
         CREATE OR REPLACE TABLE stage.order_lines AS
         SELECT source, order_id, line_no, sku, category, quantity,
@@ -124,36 +132,16 @@ def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         ORDER BY source, order_id, line_no""")
 
 
-def _stage_events(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    events = _register_lake(con, settings, "event")
-    con.execute(f"""
-        CREATE OR REPLACE TABLE stage.events AS
-        SELECT source, event_id, source_customer_id, anonymous_id, event_type, occurred_at, session_id,
-               _file, _row, _load_id
-        FROM {events}
-        QUALIFY row_number() OVER (PARTITION BY source, event_id ORDER BY _load_id DESC, _row DESC) = 1
-        ORDER BY source, event_id""")
-
-
-def _stage_interactions(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    interactions = _register_lake(con, settings, "interaction")
-    con.execute(f"""
-        CREATE OR REPLACE TABLE stage.interactions AS
-        SELECT source, interaction_id, source_customer_id, channel, kind, occurred_at, rating, text, attributes,
-               _file, _row, _load_id
-        FROM {interactions}
-        QUALIFY row_number() OVER (PARTITION BY source, interaction_id ORDER BY _load_id DESC, _row DESC) = 1
-        ORDER BY source, interaction_id""")
-
-
 def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     """Rebuild the staging tables from the whole validated lake (idempotent)."""
     con.execute("BEGIN")
     _stage_customer_records(con, settings)
     _stage_orders(con, settings)
     failpoint("stage")
-    _stage_events(con, settings)
-    _stage_interactions(con, settings)
+    _stage_newest(con, settings, "event", "events", "event_id",
+                  "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
+    _stage_newest(con, settings, "interaction", "interactions", "interaction_id",
+                  "source_customer_id, channel, kind, occurred_at, rating, text, attributes")
     con.execute("COMMIT")
     result = StageResult()
     for table in ("customer_records", "orders", "order_lines", "events", "interactions"):
