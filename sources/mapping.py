@@ -17,7 +17,7 @@
           email_opt_in: {from: Email Opt Out, parse: flag, "true": ["false"], "false": ["true"]}
           gender: {from: 性别, map: {男: M, 女: F}}
           amount: {from: 金额（分）, parse: number, multiply: 0.01}
-          name: {from: 联系人, split: {separator: "/", part: 0}}
+          city: {from: 收货地址, split: {separator: " ", part: 1}}  # one part of a field
           channel: {value: store}                            # a constant
 
 Transforms run in this order: from/join, split, map, parse (text, timestamp, date, number,
@@ -43,6 +43,7 @@ from sources.sdk import (CONTRACT_MODES, Connector, FileReader, ReadContext, Row
 MAPPING_FILE = "mapping.yaml"
 FORMATS = ("csv", "xlsx", "jsonl")
 PARSERS = ("text", "timestamp", "date", "number", "flag")
+SETTINGS = ("from", "value", "join", "split", "map", "parse", "format", "timezone", "multiply", "true", "false")
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,10 @@ def _rule(target: str, spec, where: Position) -> ColumnRule:
     if not isinstance(spec, Mapping):
         raise _fail(where, f"column {target!r} must be an export column name or a mapping",
                     "write 'target: Export Column' or 'target: {from: Export Column, parse: ...}'")
-    unknown = set(spec) - {"from", "value", "join", "split", "map", "parse", "format", "timezone", "multiply",
-                           "true", "false"}
+    unknown = set(spec) - set(SETTINGS)
     if unknown:
         raise _fail(spec.position, f"column {target!r} has unknown setting(s) {sorted(unknown)}",
-                    "use from, value, join, split, map, parse, format, timezone, multiply, true, false")
+                    f"use {', '.join(SETTINGS)}")
     if ("from" in spec) == ("value" in spec):
         raise _fail(spec.position, f"column {target!r} needs exactly one of 'from' or 'value'",
                     "name the export column(s) with from:, or a constant with value:")
