@@ -12,7 +12,7 @@ from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, 
                          parse_date, parse_flag, parse_number, parse_timestamp, read_export, to_entity_table)
 
 
-def _load(path: Path, ctx: ReadContext, columns: list[str], required: list[str]) -> tuple[pd.DataFrame, RowErrors]:
+def _load(path: Path, ctx: ReadContext, columns: list[str], required: tuple[str, ...]) -> tuple[pd.DataFrame, RowErrors]:
     """JSON Lines as a frame; keys other than ``columns`` are new fields under the contract."""
     frame, errors = read_export(path, "jsonl", "utf-8")
     if frame.empty:
@@ -25,10 +25,11 @@ USER_FIELDS = ["user_id", "email", "mobile", "real_name", "member_card", "nickna
                "province", "city", "registered_at", "email_opt_in", "updated_at"]
 EVENT_FIELDS = ["event_id", "user_id", "anonymous_id", "type", "ts", "session_id"]
 ORDER_FIELDS = ["order_id", "user_id", "created_at", "total", "currency", "status", "items"]
+USER_REQUIRED, EVENT_REQUIRED, ORDER_REQUIRED = ("user_id",), ("event_id", "ts"), ("order_id", "created_at", "total")
 
 
 def read_users(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ctx, USER_FIELDS, ["user_id"])
+    raw, errors = _load(path, ctx, USER_FIELDS, USER_REQUIRED)
     frame = pd.DataFrame({
         "source_customer_id": clean_text(raw["user_id"]),
         "email": raw["email"],  # kept raw; staging normalises and keeps both
@@ -51,7 +52,7 @@ def read_users(path: Path, ctx: ReadContext) -> dict:
 
 
 def read_events(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ctx, EVENT_FIELDS, ["event_id", "ts"])
+    raw, errors = _load(path, ctx, EVENT_FIELDS, EVENT_REQUIRED)
     frame = pd.DataFrame({
         "event_id": clean_text(raw["event_id"]),
         "source_customer_id": clean_text(raw["user_id"]),
@@ -66,7 +67,7 @@ def read_events(path: Path, ctx: ReadContext) -> dict:
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ctx, ORDER_FIELDS, ["order_id", "created_at", "total"])
+    raw, errors = _load(path, ctx, ORDER_FIELDS, ORDER_REQUIRED)
     orders = pd.DataFrame({
         "order_id": clean_text(raw["order_id"]),
         "source_customer_id": clean_text(raw["user_id"]),
@@ -109,10 +110,9 @@ CONNECTOR = Connector(
         Stream("order_line", key=("order_id", "line_no")),
     ),
     files=(
-        FileReader("users*.jsonl", read_users, "jsonl", tuple(USER_FIELDS), ("user_id",),
+        FileReader("users*.jsonl", read_users, "jsonl", tuple(USER_FIELDS), USER_REQUIRED,
                    ("birthday", "registered_at", "updated_at")),
-        FileReader("events*.jsonl", read_events, "jsonl", tuple(EVENT_FIELDS), ("event_id", "ts"), ("ts",)),
-        FileReader("orders*.jsonl", read_orders, "jsonl", tuple(ORDER_FIELDS), ("order_id", "created_at", "total"),
-                   ("created_at", "total")),
+        FileReader("events*.jsonl", read_events, "jsonl", tuple(EVENT_FIELDS), EVENT_REQUIRED, ("ts",)),
+        FileReader("orders*.jsonl", read_orders, "jsonl", tuple(ORDER_FIELDS), ORDER_REQUIRED, ("created_at", "total")),
     ),
 )
