@@ -3,10 +3,11 @@
 Templates below are fixed text of ours with ``:placeholders``; everything that comes from a
 rule file is a checked sqlglot tree substituted into them, never pasted as text.
 
-``features_sql`` reads three relations the features stage provides (``feature_customers``,
-``feature_orders``, ``feature_activity``, already limited to data on or before as_of) and
-returns one row per customer: all features, then all scores.  ``tags_sql`` reads that
-``features`` relation and returns one row per customer and tag with a value::
+``features_sql`` reads the relations the features stage provides (``feature_customers`` and
+one ``feature_<entity>`` per entity, already limited to data on or before as_of) and returns
+one row per customer: all features, then all scores; model columns (``p_alive``) are added by
+the features stage after fitting (``rules.bgnbd``).  ``tags_sql`` reads that ``features``
+relation and returns one row per customer and tag with a value::
 
     SELECT customer_id, 'activity_level' AS tag,
            CASE WHEN active_days_30 >= 15 THEN 'high' ... ELSE 'inactive' END AS value, NULL AS score
@@ -20,12 +21,15 @@ from datetime import date, timedelta
 import sqlglot
 from sqlglot import exp
 
-from rules.model import LOOKBACK, Feature, RuleSet, Score, Tag
+from rules.model import FEATURE_ENTITIES, LOOKBACK, Feature, RuleSet, Score, Tag
 
 DIALECT = "duckdb"
 
 # The date column each feature entity is windowed on, and its order column for 'latest'.
-ENTITY_DATES = {"orders": ("order_date", "ordered_at"), "activity": ("activity_date", "activity_date")}
+ENTITY_DATES = {"orders": ("order_date", "ordered_at"), "order_lines": ("order_date", "order_date"),
+                "activity": ("activity_date", "activity_date"),
+                "interactions": ("interaction_date", "occurred_at"), "profile": (None, None)}
+assert set(ENTITY_DATES) == set(FEATURE_ENTITIES)
 
 AGGREGATE_TEMPLATES = {
     "count": "count(*)",
@@ -36,8 +40,10 @@ AGGREGATE_TEMPLATES = {
     "avg": "avg(:of)",
     "median": "median(:of)",
     "latest": "arg_max(:of, :order_by)",
+    "value": "any_value(:of)",
     "days_since_latest": "date_diff('day', max(:of), :as_of)",
     "days_since_earliest": "date_diff('day', min(:of), :as_of)",
+    "span_days": "date_diff('day', min(:of), max(:of))",
 }
 
 
@@ -54,16 +60,23 @@ def _window_start(feature: Feature, as_of: date, lookback_days: int) -> date | N
     return None if days is None else as_of - timedelta(days=int(days) - 1)
 
 
+def _conditions(feature: Feature, as_of: date, lookback_days: int) -> list[exp.Expression]:
+    """The feature's filter and its window start, as a list of conditions (maybe empty)."""
+    conditions = [feature.filter.copy()] if feature.filter is not None else []
+    start = _window_start(feature, as_of, lookback_days)
+    if start is not None:
+        date_column = ENTITY_DATES[feature.entity][0]
+        conditions.append(exp.GTE(this=exp.column(date_column), expression=_date_literal(start)))
+    return conditions
+
+
 def feature_aggregate(feature: Feature, as_of: date, lookback_days: int) -> exp.Expression:
     """``agg FILTER (WHERE filter AND date >= window start)`` for one feature."""
     date_column, order_column = ENTITY_DATES[feature.entity]
     aggregate = _template(AGGREGATE_TEMPLATES[feature.aggregate],
-                          of=exp.column(feature.of or date_column), order_by=exp.column(order_column),
+                          of=exp.column(feature.of or date_column), order_by=exp.column(order_column or feature.of),
                           as_of=_date_literal(as_of))
-    conditions = [feature.filter.copy()] if feature.filter is not None else []
-    start = _window_start(feature, as_of, lookback_days)
-    if start is not None:
-        conditions.append(exp.GTE(this=exp.column(date_column), expression=_date_literal(start)))
+    conditions = _conditions(feature, as_of, lookback_days)
     if conditions:
         where = exp.Where(this=exp.and_(*conditions))
         if isinstance(aggregate, exp.AggFunc):
@@ -88,12 +101,38 @@ def _score_expression(score: Score) -> exp.Expression:
     return _template(f"CASE WHEN :among THEN 1 + {steps} END", among=among, pr=exp.column(f"_pr_{score.id}"))
 
 
+def top_value_query(feature: Feature, as_of: date, lookback_days: int) -> exp.Select:
+    """The ``of`` value with the largest ``sum(by)`` per customer, ties to the smallest value::
+
+        SELECT customer_id, category AS favourite_category_365 FROM (
+            SELECT customer_id, category, sum(line_amount) AS total FROM feature_order_lines
+            WHERE <filter> AND order_date >= <window start> GROUP BY customer_id, category)
+        QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY total DESC, category) = 1
+    """
+    of, by = exp.column(feature.of), exp.column(feature.by)
+    totals = (exp.select("customer_id", of.copy(), exp.alias_(exp.func("sum", by), "_total"))
+              .from_(f"feature_{feature.entity}").where(exp.not_(exp.Is(this=of.copy(), expression=exp.null())))
+              .group_by("customer_id", of.copy()))
+    for condition in _conditions(feature, as_of, lookback_days):
+        totals = totals.where(condition)
+    rank = _template("row_number() OVER (PARTITION BY customer_id ORDER BY _total DESC, :of)", of=of.copy())
+    return (exp.select("customer_id", exp.alias_(of.copy(), feature.id))
+            .from_(exp.alias_(exp.Subquery(this=totals), "totals"))
+            .qualify(exp.EQ(this=rank, expression=exp.Literal.number(1))))
+
+
 def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
     """One row per customer in feature_customers with every feature and score."""
     per_entity: dict[str, list[Feature]] = {}
+    tops: list[Feature] = []
     for feature in rules.features.values():
-        per_entity.setdefault(feature.entity, []).append(feature)
+        (tops if feature.aggregate == "top" else per_entity.setdefault(feature.entity, [])).append(feature)
     query = exp.select("c.customer_id").from_("feature_customers AS c")
+    for f in tops:
+        alias = f"{f.id}_top"
+        query = query.join(exp.alias_(exp.Subquery(this=top_value_query(f, as_of, lookback_days)), alias),
+                           using=["customer_id"], join_type="left")
+        query = query.select(exp.column(f.id, table=alias))
     for entity, features in sorted(per_entity.items()):
         alias = f"{entity}_agg"
         sub = exp.select("customer_id").from_(f"feature_{entity}").group_by("customer_id")
@@ -115,26 +154,28 @@ def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
     return scored.order_by("customer_id").sql(dialect=DIALECT, pretty=True)
 
 
-def tag_value_expression(tag: Tag) -> exp.Expression:
-    """``CASE WHEN <case 1> THEN 'v1' ... ELSE <fallback> END``: first matching case wins."""
-    case = exp.Case()
-    for c in tag.cases:
-        case = case.when(c.when.copy(), exp.Literal.string(c.value))
-    fallback = exp.Literal.string(tag.fallback) if tag.fallback is not None else exp.null()
-    return case.else_(fallback)
+def tag_value_expression(tag: Tag, exclusion: exp.Expression | None = None) -> exp.Expression:
+    """The tag's value per customer (its rule kind's SQL, see rules/kinds.py); a marketing tag
+    has no value for customers the marketing exclusion holds for (children under 14)."""
+    value = tag.rule.value_sql()
+    if tag.marketing and exclusion is not None:
+        excluded = exp.func("coalesce", exclusion.copy(), exp.false())
+        value = exp.Case().when(excluded, exp.cast(exp.null(), "varchar")).else_(value)
+    return value
 
 
-def tag_select(tag: Tag, relation: str = "features") -> exp.Select:
+def tag_select(tag: Tag, relation: str = "features", exclusion: exp.Expression | None = None) -> exp.Select:
     return (exp.select("customer_id")
             .select(exp.alias_(exp.Literal.string(tag.id), "tag"))
-            .select(exp.alias_(tag_value_expression(tag), "value"))
-            .select(exp.alias_(exp.cast(exp.null(), "double"), "score"))
+            .select(exp.alias_(tag_value_expression(tag, exclusion), "value"))
+            .select(exp.alias_(tag.rule.score_sql(), "score"))
             .from_(relation))
 
 
-def tags_sql(rules: RuleSet, relation: str = "features") -> str:
+def tags_sql(rules: RuleSet, relation: str = "features", tags: list[Tag] | None = None) -> str:
     """Every active tag's value per customer; customers whose value is NULL get no row."""
-    selects = [tag_select(t, relation) for t in sorted(rules.active_tags, key=lambda t: t.id)]
+    chosen = tags if tags is not None else rules.active_tags
+    selects = [tag_select(t, relation, rules.marketing_exclusion) for t in sorted(chosen, key=lambda t: t.id)]
     union = selects[0]
     for s in selects[1:]:
         union = exp.union(union, s, distinct=False)

@@ -15,7 +15,7 @@ from rules.errors import RuleError
 from rules.yaml_positions import Position
 
 ALLOWED_FUNCTIONS = {"coalesce", "greatest", "least", "abs", "round", "floor", "ceil", "nullif",
-                     "lower", "upper", "length", "if", "case", "cast"}
+                     "lower", "upper", "length", "if", "case", "cast", "concat"}
 _OPERATORS = (exp.Binary, exp.Connector, exp.Predicate, exp.Unary, exp.Not, exp.Paren)
 _ALLOWED_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Not,
                   exp.And, exp.Or, exp.Binary, exp.Unary, exp.In, exp.Between, exp.Is, exp.Case, exp.If,
@@ -24,6 +24,15 @@ _ALLOWED_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null
 
 def parse_condition(text: object, names: set[str], where: Position, what: str) -> exp.Expression:
     """Parse ``text`` as a boolean SQL expression over ``names``; raise RuleError if it is not one."""
+    tree = parse_expression(text, names, where, what)
+    if not isinstance(tree, (exp.Predicate, exp.Connector, exp.Not, exp.Paren, exp.Boolean, exp.Column, exp.Case)):
+        raise RuleError(where.file, where.line, where.column, f"{what} is not a true/false condition",
+                        "compare values, e.g. recency_days > 90")
+    return tree
+
+
+def parse_expression(text: object, names: set[str], where: Position, what: str) -> exp.Expression:
+    """Parse ``text`` as a SQL value expression over ``names`` (checked like a condition)."""
     if not isinstance(text, str) or not text.strip():
         raise RuleError(where.file, where.line, where.column, f"{what} must be a SQL expression in a string",
                         "write it like \"frequency >= 3 and recency_days <= 30\"")
@@ -55,7 +64,4 @@ def parse_condition(text: object, names: set[str], where: Position, what: str) -
                 raise RuleError(where.file, where.line, where.column,
                                 f"{what} refers to unknown name {node.sql()!r}",
                                 f"use one of the declared names: {', '.join(sorted(names))}")
-    if not isinstance(tree, (exp.Predicate, exp.Connector, exp.Not, exp.Paren, exp.Boolean, exp.Column, exp.Case)):
-        raise RuleError(where.file, where.line, where.column, f"{what} is not a true/false condition",
-                        "compare values, e.g. recency_days > 90")
     return tree

@@ -1,7 +1,9 @@
 """Rule tests written beside each tag: ``tests: [{given: {feature: value}, expect: value}]``.
 
-Each case runs the tag's compiled CASE expression in an in-memory DuckDB over one row whose
-unnamed features are NULL, so a test exercises the same SQL the nightly run executes.
+Each case runs the tag's compiled value expression (marketing exclusion included) in an
+in-memory DuckDB over one row whose features have their real types and whose unnamed features
+are NULL, so a test exercises the same SQL the nightly run executes.  A number tag's expected
+value is compared as a number.
 """
 
 from __future__ import annotations
@@ -13,36 +15,55 @@ import duckdb
 from rules.compiler import DIALECT, tag_value_expression
 from rules.model import RuleSet, Tag, load_rules
 
+SQL_TYPES = {"number": "DOUBLE", "text": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE"}
 
-def evaluate(tag: Tag, names: list[str], given: dict) -> str | None:
+
+def feature_row_sql(types: dict[str, str]) -> str:
+    """``SELECT CAST(? AS type) AS name, ...``: one customer's features as query parameters."""
+    return "SELECT " + ", ".join(f"CAST(? AS {SQL_TYPES[t]}) AS {n}" for n, t in sorted(types.items()))
+
+
+def evaluate(tag: Tag, rules: RuleSet, given: dict) -> str | None:
     """The value ``tag`` takes for one customer whose features are ``given`` (others NULL)."""
-    unknown = set(given) - set(names)
+    types = rules.types()
+    unknown = set(given) - set(types)
     if unknown:
         raise KeyError(f"tag {tag.id}: test names unknown features {sorted(unknown)}")
-    columns = ", ".join(f"CAST(? AS DOUBLE) AS {n}" for n in names)
-    sql = f"SELECT {tag_value_expression(tag).sql(dialect=DIALECT)} FROM (SELECT {columns}) AS features"
+    value = tag_value_expression(tag, rules.marketing_exclusion).sql(dialect=DIALECT)
+    sql = f"SELECT {value} FROM ({feature_row_sql(types)}) AS features"
     with duckdb.connect() as con:
-        return con.execute(sql, [given.get(n) for n in names]).fetchone()[0]
+        return con.execute(sql, [given.get(n) for n in sorted(types)]).fetchone()[0]
+
+
+def _matches(tag: Tag, expected: object, got: str | None) -> bool:
+    if expected is None or got is None:
+        return expected is None and got is None
+    if tag.value_type == "number":
+        return abs(float(got) - float(expected)) < 1e-9
+    return str(expected).lower() == got if isinstance(expected, bool) else str(expected) == got
 
 
 def run_rule_tests(rules: RuleSet | None = None, folder: Path | None = None) -> tuple[list[str], int]:
     """(failure messages, number of cases) over every tag's tests."""
     rules = rules or load_rules(folder)
-    names = sorted(rules.names)
     failures, total = [], 0
     for tag in rules.tags.values():
         for i, case in enumerate(tag.tests, start=1):
             total += 1
             expected = case.get("expect")
-            expected = None if expected is None else str(expected)
-            got = evaluate(tag, names, case.get("given") or {})
-            if got != expected:
+            got = evaluate(tag, rules, case.get("given") or {})
+            if not _matches(tag, expected, got):
                 failures.append(f"{tag.file}: test {i} given {case.get('given')} expected {expected!r}, got {got!r}")
     return failures, total
 
 
 def uncovered_values(tag: Tag) -> list[str]:
-    """Values of the tag that no test case expects."""
-    tested = {str(c.get("expect")) for c in tag.tests if c.get("expect") is not None}
+    """Declared values of the tag that no test case expects; for a tag whose values come from
+    the data, ``['(any value)']`` when no test expects a value.  Manual tags need no tests."""
+    if tag.kind == "Manual":
+        return []
+    tested = {str(c.get("expect")).lower() if isinstance(c.get("expect"), bool) else str(c.get("expect"))
+              for c in tag.tests if c.get("expect") is not None}
+    if tag.values is None:
+        return [] if tested else ["(any value)"]
     return [v for v in tag.values if v not in tested]
-

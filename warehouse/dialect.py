@@ -51,6 +51,11 @@ def local_date(timestamp_sql: str, timezone: str) -> str:
     return f"CAST(timezone({quote(timezone)}, {timestamp_sql}) AS DATE)"
 
 
+def age_years(birth_date_sql: str, day_sql: str) -> str:
+    """Completed years of age on ``day`` (a birthday counts from that day on)."""
+    return f"date_part('year', age({day_sql}, {birth_date_sql}))"
+
+
 def days_between(earlier_sql: str, later_sql: str) -> str:
     return f"date_diff('day', {earlier_sql}, {later_sql})"
 

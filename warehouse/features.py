@@ -5,31 +5,51 @@ before ``as_of`` in the business time zone (point-in-time):
 
 - ``feature_customers``: customers known by as_of (registered, or with an order or event);
 - ``feature_orders``: orders with customer_id, business ``order_date`` and ``gap_days``;
-- ``feature_activity``: (customer_id, activity_date, kind) for every event and order day.
+- ``feature_order_lines``: order lines with the order's date and status and ``line_amount``;
+- ``feature_activity``: (customer_id, activity_date, kind) for every event and order day;
+- ``feature_interactions``: service contacts (complaints, returns, inquiries) by date;
+- ``feature_profile``: one row per customer from the golden record: age on as_of, birth month,
+  gender, province, city, city tier (warehouse/city_tiers.yaml), opt-ins, membership.
+
+Model features (BG/NBD ``p_alive``) are fitted on the computed features of this run and added
+as columns in SQL, so the table the tags read holds every name a rule may use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from importlib.resources import files
 
 import duckdb
+import yaml
+from sqlglot import exp
 
-from rules.compiler import features_sql
+from rules.bgnbd import fit_bgnbd, p_alive_sql
+from rules.compiler import DIALECT, features_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
+
+UNKNOWN_TIER = "tier 3 and below"
 
 
 @dataclass
 class FeaturesResult:
     customers: int
     features: int
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:
         return self.customers
+
+
+def city_tiers() -> list[tuple[str, str]]:
+    """(city, tier) pairs from warehouse/city_tiers.yaml."""
+    data = yaml.safe_load(files("warehouse").joinpath("city_tiers.yaml").read_text(encoding="utf-8"))
+    return [(city, tier) for tier, cities in data.items() for city in cities]
 
 
 def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> None:
@@ -46,6 +66,11 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
             "lag(order_date) OVER (PARTITION BY customer_id, status = 'paid' ORDER BY ordered_at, source, order_id)",
             "order_date")} END AS gap_days
         FROM linked""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE feature_order_lines AS
+        SELECT o.customer_id, o.order_date, o.status, l.category, l.quantity,
+               CAST(l.quantity * l.unit_price AS DECIMAL(18, 2)) AS line_amount
+        FROM stage.order_lines l JOIN feature_orders o USING (source, order_id)""")
     event_date = dialect.local_date("e.occurred_at", timezone)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feature_activity AS
@@ -55,6 +80,12 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
             UNION ALL
             SELECT customer_id, order_date, 'order' FROM feature_orders)
         WHERE activity_date <= {day}""")
+    interaction_date = dialect.local_date("i.occurred_at", timezone)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE feature_interactions AS
+        SELECT m.customer_id, {interaction_date} AS interaction_date, i.occurred_at, i.kind, i.channel, i.rating
+        FROM stage.interactions i JOIN identity.node_customer m USING (source, source_customer_id)
+        WHERE {interaction_date} <= {day}""")
     registered = dialect.local_date("r.registered_at", timezone)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feature_customers AS
@@ -63,14 +94,49 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
         WHERE {registered} <= {day}
         UNION
         SELECT customer_id FROM feature_activity""")
+    tiers = ", ".join(f"({dialect.quote(city)}, {dialect.quote(tier)})" for city, tier in city_tiers())
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE feature_profile AS
+        SELECT g.customer_id,
+               CASE WHEN g.birth_date <= {day} THEN {dialect.age_years("g.birth_date", day)} END AS age_years,
+               month(g.birth_date) AS birth_month, g.gender, g.province, g.city,
+               CASE WHEN g.city IS NOT NULL THEN coalesce(t.tier, {dialect.quote(UNKNOWN_TIER)}) END AS city_tier,
+               g.email_opt_in, g.sms_opt_in, g.member_id IS NOT NULL AS is_member
+        FROM identity.golden g SEMI JOIN feature_customers c USING (customer_id)
+        LEFT JOIN (VALUES {tiers}) AS t(city, tier) ON t.city = regexp_replace(trim(g.city), '市$', '')""")
+
+
+def _add_models(con: duckdb.DuckDBPyConnection, rules: RuleSet,
+                relation: str) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Fit every model on ``relation``: (fitted parameters per model, the SQL columns that add them)."""
+    fitted: dict[str, dict[str, float]] = {}
+    columns = []
+    for model in rules.models.values():
+        x, t_x, T = con.execute(f"""
+            SELECT {model.purchases} - 1, {model.first_to_last_days} / {model.unit_days}.0,
+                   {model.age_days} / {model.unit_days}.0
+            FROM {relation} WHERE {model.purchases} >= 1 AND {model.age_days} >= 0""").fetchnumpy().values()
+        if len(x) == 0:
+            columns.append(exp.alias_(exp.cast(exp.null(), "double"), model.id).sql(dialect=DIALECT))
+            continue
+        params = fit_bgnbd(x, t_x, T)
+        fitted[model.id] = params.as_dict()
+        value = p_alive_sql(params, exp.column(model.purchases), exp.column(model.first_to_last_days),
+                            exp.column(model.age_days), model.unit_days)
+        columns.append(exp.alias_(value, model.id).sql(dialect=DIALECT))
+    return fitted, columns
 
 
 def compute_features(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> FeaturesResult:
     _feature_relations(con, as_of, settings.timezone)
     sql = features_sql(rules, as_of, settings.lookback_days)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {sql}")
+    fitted, model_columns = _add_models(con, rules, "base_features")
     con.execute("BEGIN")
-    con.execute(f"CREATE OR REPLACE TABLE features.customer_features AS {sql}")
+    con.execute(f"""CREATE OR REPLACE TABLE features.customer_features AS
+                    SELECT *{''.join(', ' + c for c in model_columns)} FROM base_features ORDER BY customer_id""")
     failpoint("features")
     con.execute("COMMIT")
     customers = con.execute("SELECT count(*) FROM features.customer_features").fetchone()[0]
-    return FeaturesResult(customers=customers, features=len(rules.features) + len(rules.scores))
+    return FeaturesResult(customers=customers, features=len(rules.features) + len(rules.scores) + len(rules.models),
+                          models=fitted)

@@ -1,13 +1,19 @@
-"""Tags: apply the compiled rules to the feature table, one row per customer and tag."""
+"""Tags: apply the compiled rules to the feature table, then the manual overrides.
+
+``tag_rows_sql`` is the one query both the nightly run and ``tagwright rules diff`` use:
+computed values from the rules, then, per customer and tag, the newest override in force on
+as_of replaces (or removes) the computed value.  Overrides of a marketing tag do not apply to
+customers the marketing exclusion holds for, like the rules themselves.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
 
-from rules.compiler import tags_sql
+from rules.compiler import DIALECT, tags_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
@@ -17,19 +23,49 @@ from warehouse.faults import failpoint
 class TagsResult:
     rows: int
     tags: int
+    overrides: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:
         return self.rows
 
 
+def overrides_in_force_sql(as_of: date, overrides: str = "tags.overrides") -> str:
+    """The newest override per customer and tag that applies on ``as_of``."""
+    day = f"DATE {dialect.quote(as_of.isoformat())}"
+    return f"""
+        SELECT * FROM {overrides}
+        WHERE effective_from <= {day} AND (expires_on IS NULL OR expires_on >= {day}) AND revoked_at IS NULL
+        QUALIFY row_number() OVER (PARTITION BY customer_id, tag ORDER BY override_id DESC) = 1"""
+
+
+def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "tags.overrides") -> str:
+    """(customer_id, tag, value, score, as_of) for every active tag: rules, then overrides."""
+    active = [t.id for t in rules.active_tags]
+    marketing = [t.id for t in rules.active_tags if t.marketing]
+    excluded = (rules.marketing_exclusion.sql(dialect=DIALECT) if rules.marketing_exclusion is not None
+                else "false")
+    return f"""
+        WITH computed AS ({tags_sql(rules, relation=features)}),
+             overrides AS (
+                SELECT o.* FROM ({overrides_in_force_sql(as_of, overrides)}) o
+                JOIN {features} f USING (customer_id)
+                WHERE {dialect.is_in("o.tag", active)}
+                  AND NOT ({dialect.is_in("o.tag", marketing)} AND coalesce({excluded}, false)))
+        SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of FROM (
+            SELECT c.* FROM computed c ANTI JOIN overrides o USING (customer_id, tag)
+            UNION ALL
+            SELECT customer_id, tag, value, CAST(NULL AS DOUBLE) FROM overrides WHERE value IS NOT NULL)
+        ORDER BY customer_id, tag"""
+
+
 def apply_tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> TagsResult:
-    sql = tags_sql(rules, relation="features.customer_features")
+    sql = tag_rows_sql(rules, as_of, "features.customer_features")
     con.execute("BEGIN")
-    con.execute(f"""CREATE OR REPLACE TABLE tags.customer_tags AS
-                    SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of
-                    FROM ({sql})""")
+    con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags AS {sql}")
     failpoint("tags")
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
-    return TagsResult(rows=rows, tags=len(rules.active_tags))
+    applied = con.execute(f"SELECT count(*) FROM ({overrides_in_force_sql(as_of)})").fetchone()[0]
+    return TagsResult(rows=rows, tags=len(rules.active_tags), overrides=applied)

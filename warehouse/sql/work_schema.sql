@@ -89,3 +89,19 @@ CREATE TABLE IF NOT EXISTS ops.identity_changes (
     other_ids VARCHAR[] NOT NULL,       -- absorbed ids (merge) or the id split from (split)
     records BIGINT NOT NULL
 );
+
+-- Manual tags and corrections (tagwright tags add|set|revoke), applied after the rules for
+-- every as_of in [effective_from, expires_on]; the newest override of a customer and tag wins.
+CREATE SEQUENCE IF NOT EXISTS tags.override_ids START 1;
+CREATE TABLE IF NOT EXISTS tags.overrides (
+    override_id BIGINT PRIMARY KEY,
+    customer_id VARCHAR NOT NULL,
+    tag VARCHAR NOT NULL,
+    value VARCHAR,                      -- NULL: the customer has no value for the tag
+    reason VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    effective_from DATE NOT NULL,
+    expires_on DATE,                    -- the last as_of it applies to; NULL: no expiry
+    revoked_at TIMESTAMPTZ
+);
