@@ -75,7 +75,7 @@ def main() -> None:
         ("stage", lambda: stage(con, settings)),
         ("resolve_identities", lambda: resolve_identities(con, "bench")),
         ("features", lambda: compute_features(con, settings, rules, full_day)),
-        ("tags", lambda: apply_tags(con, rules, full_day)),
+        ("tags", lambda: apply_tags(con, settings, rules, full_day)),
     ]
     results = {}
     for name, call in stages:

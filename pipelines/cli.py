@@ -16,10 +16,12 @@ from warehouse.settings import Settings
 
 app = typer.Typer(help="tagwright: nightly customer tags from web, store and marketplace exports.",
                   no_args_is_help=True, add_completion=False)
-rules_app = typer.Typer(help="Check and test the tag rules in rules/*.yaml.", no_args_is_help=True)
+rules_app = typer.Typer(help="Check, test, document and diff the tag rules in rules/*.yaml.", no_args_is_help=True)
 sources_app = typer.Typer(help="Source connectors.", no_args_is_help=True)
+tags_app = typer.Typer(help="Manual tags and corrections (overrides applied after the rules).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(sources_app, name="sources")
+app.add_typer(tags_app, name="tags")
 console = Console()
 
 
@@ -93,13 +95,18 @@ def _print_run(result: dict) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
-def _print_tag_counts(warehouse: Path) -> None:
+def _print_tag_counts(warehouse: Path, most: int = 5) -> None:
+    """Customers per value of every tag, the ``most`` largest values of each."""
     import duckdb
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute("""SELECT tag, value, customers, round(100 * coverage, 1) FROM analytics.tag_stats
-                              WHERE as_of = (SELECT max(as_of) FROM analytics.tag_stats)
-                              ORDER BY tag, customers DESC""").fetchall()
+        rows = con.execute(f"""
+            SELECT tag, CASE WHEN rank <= {most} THEN value ELSE '(' || values_count - {most} || ' more values)' END,
+                   sum(customers), round(100 * sum(coverage), 1)
+            FROM (SELECT *, row_number() OVER (PARTITION BY tag ORDER BY customers DESC, value) AS rank,
+                         count(*) OVER (PARTITION BY tag) AS values_count
+                  FROM analytics.tag_stats WHERE as_of = (SELECT max(as_of) FROM analytics.tag_stats))
+            GROUP BY ALL ORDER BY tag, min(rank)""").fetchall()
     console.print(_table("customers per tag value", ["tag", "value", "customers", "% of customers"], rows))
 
 
@@ -129,44 +136,79 @@ def sql(query: str, output: str = typer.Option("table", help="table, csv or json
 
 @app.command()
 def explain(customer_id: str) -> None:
-    """Show a customer's source records, the identifiers that could link them, features and tags."""
-    import duckdb
+    """Show a customer's source records, identifiers, features, tags with the case that fired, and overrides."""
+    from pipelines.explain import explain_customer
 
     settings = Settings.from_env()
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        sources = con.execute("""SELECT source, source_customer_id, has_member_id, has_email, has_phone,
-                                        has_masked_phone, has_name
-                                 FROM analytics.customer_source_ids WHERE customer_id = ? ORDER BY 1, 2""",
-                              [customer_id]).fetchall()
-        if not sources:
-            console.print(f"[red]no customer {customer_id!r}[/red] in {settings.warehouse}")
-            raise typer.Exit(2)
-        cursor = con.execute("SELECT * FROM analytics.customer_features WHERE customer_id = ?", [customer_id])
-        features = list(zip([d[0] for d in cursor.description], cursor.fetchone() or []))
-        tags = con.execute("SELECT tag, value, as_of FROM analytics.customer_tags WHERE customer_id = ?"
-                           " ORDER BY tag", [customer_id]).fetchall()
-    console.print(_table(f"source records of {customer_id} and the identifiers they carry",
-                         ["source", "id", "member id", "email", "phone", "masked phone", "name"], sources))
-    if features:
-        console.print(_table("features", ["feature", "value"], features))
-    console.print(_table("tags", ["tag", "value", "as_of"], tags))
+    try:
+        report = explain_customer(settings, customer_id)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    for title, columns, rows in report:
+        console.print(_table(title, columns, rows))
 
 
 @rules_app.command("check")
 def rules_check() -> None:
-    """Parse and check every rule file; errors point at file:line:column."""
+    """Parse and lint every rule file; errors and warnings point at file:line:column.
+
+    Warns on two tags with one definition, values no customer reaches, cases hidden by earlier
+    cases (on the last published run's customers), changed values without a new version; fails
+    on a changed value type of a published tag.
+    """
     from rules.compiler import features_sql, tags_sql
+    from rules.lint import lint
     from rules.model import load_rules
 
     try:
         rules = load_rules()
     except RuleErrors as exc:
         for e in exc.errors:
-            console.print(f"[red]error[/red] {e}")
+            console.print(f"[red]error[/red] {e}", markup=True, highlight=False)
         raise typer.Exit(1) from exc
     features_sql(rules, date.today(), 730)
     tags_sql(rules)
-    console.print(f"ok: {len(rules.features)} features, {len(rules.scores)} scores, {len(rules.tags)} tags")
+    findings = lint(rules, Settings.from_env().warehouse)
+    for f in findings:
+        console.print(f"[{'red' if f.level == 'error' else 'yellow'}]{f.level}[/] {f.where}: {f.message}. Fix: {f.fix}",
+                      highlight=False)
+    errors = sum(f.level == "error" for f in findings)
+    console.print(f"{'failed' if errors else 'ok'}: {len(rules.features)} features, {len(rules.scores)} scores, "
+                  f"{len(rules.models)} models, {len(rules.tags)} tags; {errors} errors, "
+                  f"{len(findings) - errors} warnings")
+    if errors:
+        raise typer.Exit(1)
+
+
+@rules_app.command("diff")
+def rules_diff() -> None:
+    """Compute the tags with the rules as edited in rules/ against the last published run and
+    show how many customers would move from which value to which; publishes nothing."""
+    from rules.model import load_rules
+    from warehouse.errors import StageError
+    from warehouse.rules_diff import diff_rules
+
+    try:
+        rules = load_rules()
+        with console.status("computing the edited rules against the last published run"):
+            result = diff_rules(Settings.from_env(), rules)
+    except RuleErrors as exc:
+        for e in exc.errors:
+            console.print(f"[red]error[/red] {e}", highlight=False)
+        raise typer.Exit(1) from exc
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    if not result.moves:
+        console.print(f"no change: the edited rules give the published tags of {result.as_of} "
+                      f"for all {result.customers} customers")
+        return
+    rows = [(tag, "(none)" if old is None else old, "(none)" if new is None else new, n)
+            for tag, old, new, n in result.moves]
+    console.print(_table(f"customers that would move, against the run published for {result.as_of}",
+                         ["tag", "published value", "edited value", "customers"], rows))
+    console.print(", ".join(f"{tag}: {n} of {result.customers}" for tag, n in result.changed_tags().items()))
 
 
 @rules_app.command("test")
@@ -215,3 +257,84 @@ def sources_new(name: str, root: Path = typer.Option(None, help="project folder 
         console.print(f"created {path}")
     console.print(f"next: edit sources/{name}/mapping.yaml for your export, replace the sample, "
                   f"run pytest tests/sources/{name}")
+
+
+def _override_request(tag: str, value: str | None, reason: str, author: str, effective_from: str | None,
+                      expires: str | None):
+    from warehouse.overrides import OverrideRequest
+
+    return OverrideRequest(tag=tag, value=value, reason=reason, author=author,
+                           effective_from=date.fromisoformat(effective_from) if effective_from else None,
+                           expires_on=date.fromisoformat(expires) if expires else None)
+
+
+def _record_overrides(request, customer_ids: list[str], source: str) -> None:
+    from rules.model import load_rules
+    from warehouse.errors import StageError
+    from warehouse.overrides import add_overrides
+
+    try:
+        ids = add_overrides(Settings.from_env(), load_rules(), request, customer_ids, source)
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    what = "removes" if request.value is None else f"sets {request.value!r} for"
+    console.print(f"recorded overrides {ids[0]}-{ids[-1]}: {request.tag} {what} {len(ids)} customers; "
+                  "the next run applies them")
+
+
+REASON = typer.Option(..., help="why (kept for audit)")
+AUTHOR = typer.Option(..., help="who asks for it (kept for audit)")
+FROM = typer.Option(None, "--from", help="first as_of it applies to, YYYY-MM-DD (default: yesterday)")
+EXPIRES = typer.Option(None, help="last as_of it applies to, YYYY-MM-DD (default: never)")
+
+
+@tags_app.command("add")
+def tags_add(tag: str, customers: Path = typer.Option(..., help="CSV with a customer_id column"),
+             value: str = typer.Option(..., help="the value to give them"), reason: str = REASON,
+             author: str = AUTHOR, effective_from: str = FROM, expires: str = EXPIRES) -> None:
+    """Give a tag value to a list of customers (e.g. event attendees)."""
+    from warehouse.errors import StageError
+    from warehouse.overrides import read_customer_list
+
+    try:
+        ids = read_customer_list(customers)
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    _record_overrides(_override_request(tag, value, reason, author, effective_from, expires), ids, str(customers))
+
+
+@tags_app.command("set")
+def tags_set(customer_id: str, tag: str, value: str = typer.Argument(None, help="the corrected value"),
+             remove: bool = typer.Option(False, "--remove", help="the customer gets no value for the tag"),
+             reason: str = REASON, author: str = AUTHOR, effective_from: str = FROM, expires: str = EXPIRES) -> None:
+    """Correct one customer's value of a tag (or remove it with --remove)."""
+    if (value is None) == (not remove):
+        console.print("give either a VALUE or --remove", style="red")
+        raise typer.Exit(2)
+    _record_overrides(_override_request(tag, None if remove else value, reason, author, effective_from, expires),
+                      [customer_id], "the command line")
+
+
+@tags_app.command("list")
+def tags_list(tag: str = typer.Option(None, help="only this tag")) -> None:
+    """List manual tags and corrections with their reason, author and period."""
+    from warehouse.overrides import list_overrides
+
+    columns, rows = list_overrides(Settings.from_env(), tag)
+    console.print(_table("overrides", columns, rows))
+
+
+@tags_app.command("revoke")
+def tags_revoke(override_id: int) -> None:
+    """Stop an override from applying from the next run on (it stays in the audit trail)."""
+    from warehouse.errors import StageError
+    from warehouse.overrides import revoke_override
+
+    try:
+        revoke_override(Settings.from_env(), override_id)
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    console.print(f"revoked override {override_id}; the next run stops applying it")

@@ -69,7 +69,7 @@ def features_task(settings: Settings, rules: RuleSet, as_of: date):
 
 @task(name="tags", cache_policy=NO_CACHE)
 def tags_task(settings: Settings, rules: RuleSet, as_of: date):
-    return _in_work_db(settings, lambda con: apply_tags(con, rules, as_of))
+    return _in_work_db(settings, lambda con: apply_tags(con, settings, rules, as_of))
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -113,9 +113,11 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             validated = _timed(record, "validate", lambda: validate_task(settings, run_id))
             _timed(record, "stage", lambda: stage_task(settings))
             identity = _timed(record, "resolve_identities", lambda: identity_task(settings, run_id))
-            _timed(record, "features", lambda: features_task(settings, rules, day))
-            _timed(record, "tags", lambda: tags_task(settings, rules, day))
-            record.warnings += landed.failures + validated.rejected + identity.warnings
+            features = _timed(record, "features", lambda: features_task(settings, rules, day))
+            for model, params in features.models.items():
+                logger.info("model %s fitted: %s", model, ", ".join(f"{k}={v:.4g}" for k, v in params.items()))
+            tagged = _timed(record, "tags", lambda: tags_task(settings, rules, day))
+            record.warnings += landed.failures + validated.rejected + identity.warnings + tagged.warnings
             record.status = "degraded" if landed.failures or validated.rejected else "success"
             published = _timed(record, "publish", lambda: publish_task(settings, rules, record))
         except BaseException as exc:

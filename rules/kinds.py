@@ -81,9 +81,6 @@ class AllMatches(FirstMatch):
         trimmed = exp.Trim(this=joined, expression=exp.Literal.string(","), position="TRAILING")
         return exp.func("coalesce", exp.func("nullif", trimmed, exp.Literal.string("")), _literal(self.fallback))
 
-    def case_index_sql(self) -> exp.Expression:
-        return exp.Literal.number(-1)
-
 
 @dataclass(frozen=True)
 class Computed:
@@ -118,9 +115,6 @@ class Computed:
             return _null_score()
         return exp.cast(score.copy(), "double")
 
-    def case_index_sql(self) -> exp.Expression:
-        return exp.Literal.number(-1)
-
 
 @dataclass(frozen=True)
 class Manual:
@@ -140,9 +134,6 @@ class Manual:
 
     def score_sql(self) -> exp.Expression:
         return _null_score()
-
-    def case_index_sql(self) -> exp.Expression:
-        return exp.Literal.number(-1)
 
 
 TagRule = FirstMatch | AllMatches | Computed | Manual

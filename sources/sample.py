@@ -9,14 +9,15 @@ the same bytes:
   (local time, phones as 138-1234-5678 / +86 13812345678 / 8613812345678);
 - ``marketplace/``: two overlapping order exports (an order re-exported, some later refunded)
   with masked phones, plus the newer one delivered a second time under another name;
-- ``zoho_crm/``: a Zoho CRM contacts export (CSV, English field names);
+- ``zoho_crm/``: a Zoho CRM contacts export and a cases export (service tickets: complaints,
+  questions, returns) (CSV, English field names);
 - ``fxiaoke/``: a 纷享销客 customer export (XLSX, Chinese headers);
 - ``ground_truth.csv``: the true person behind each (source, source_customer_id);
 - ``planted.json``: customers with known behaviour that tests assert on.
 
 Traps: the same person in two or three sources, families sharing a phone, placeholder
 contacts (13800000000, test@test.com), a few bad values (unreadable dates, broken emails,
-negative order totals).
+negative order totals), and about 1% children under 14 (sensitive personal information).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def _person(g: _Gen, i: int, profile: str) -> Person:
     name = g.pick(SURNAMES) + "".join(g.pick(GIVEN) for _ in range(int(g.rng.integers(1, 3))))
     province, city = g.pick(PLACES)
     birth = date(1950, 1, 1) + timedelta(days=int(g.rng.integers(0, 365 * 55)))
+    if i % 97 == 13:  # a child's account (registered by a parent): under 14 at the end date
+        birth = date(g.end.year - 10, birth.month, min(birth.day, 28))
     sources = {s for s, p in (("web", 0.6), ("store", 0.5), ("marketplace", 0.4)) if g.rng.random() < p}
     sources = sources or {g.pick(["web", "store", "marketplace"])}
     email = f"{g.pick(['lily', 'mike', 'star', 'sun', 'moon', 'tiger', 'jade', 'leo'])}{i:05d}@{g.pick(DOMAINS)}"
@@ -404,10 +407,35 @@ def _write_crm(g: _Gen, out: Path, people: list[Person], truth: list) -> dict:
             created = p.registered.strftime("%Y-%m-%d %H:%M")
             fx.append([cid, p.name, p.phone, p.email if g.rng.random() < 0.5 else "", g.pick(["A", "B", "C"]),
                        p.province, p.city, created, created, g.pick(["张经理", "李主管"])])
+    cases = _zoho_cases(np.random.default_rng(int(g.rng.integers(2**32))), g, [row[0] for row in zoho])
+    _write_csv(out / "zoho_crm" / "Cases_export.csv",
+               ["Record Id", "Case Number", "Contact Name Id", "Subject", "Case Origin", "Type", "Status",
+                "Priority", "Created Time", "Satisfaction"], cases, "utf-8-sig")
     _write_csv(out / "zoho_crm" / "Contacts_export.csv",
                ["Record Id", "Contact Owner", "Lead Source", "First Name", "Last Name", "Email", "Mobile",
                 "Date of Birth", "Mailing State", "Mailing City", "Created Time", "Modified Time", "Email Opt Out"],
                zoho, "utf-8-sig")
     _write_xlsx(out / "fxiaoke" / "客户导出.xlsx",
                 ["客户编号", "客户名称", "手机", "邮箱", "客户级别", "省份", "城市", "创建时间", "最后修改时间", "负责人"], fx)
-    return {"zoho_contacts": len(zoho), "fxiaoke_customers": len(fx)}
+    return {"zoho_contacts": len(zoho), "zoho_cases": len(cases), "fxiaoke_customers": len(fx)}
+
+
+CASE_TYPES = [("Complaint", ["快递太慢", "商品有瑕疵", "客服态度差"]), ("Question", ["会员积分怎么查", "发票怎么开"]),
+              ("Feedback", ["希望增加新品", "门店环境很好"]), ("Return", ["尺码不合适要退货", "不想要了申请退货"])]
+
+
+def _zoho_cases(rng: np.random.Generator, g: _Gen, contact_ids: list[str]) -> list[list]:
+    """Service cases of about a quarter of the Zoho contacts in the last 200 days."""
+    rows = []
+    for contact in contact_ids:
+        if rng.random() >= 0.25:
+            continue
+        for _ in range(int(rng.integers(1, 3))):
+            kind, subjects = CASE_TYPES[int(rng.choice(len(CASE_TYPES), p=[0.3, 0.4, 0.15, 0.15]))]
+            created = g.end_dt - timedelta(days=float(rng.uniform(0, min(200, g.days))))
+            n = len(rows) + 1
+            rows.append([f"zcrm_48768760001{n:08d}", f"{n:08d}", contact, subjects[int(rng.integers(len(subjects)))],
+                         ["Phone", "Email", "Web", "Chat"][int(rng.integers(4))], kind,
+                         ["Closed", "Escalated", "New"][int(rng.integers(3))], ["High", "Medium", "Low"][int(rng.integers(3))],
+                         created.strftime("%Y-%m-%d %H:%M:%S"), "" if rng.random() < 0.3 else int(rng.integers(1, 6))])
+    return rows

@@ -127,14 +127,22 @@ def _add_models(con: duckdb.DuckDBPyConnection, rules: RuleSet,
     return fitted, columns
 
 
-def compute_features(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> FeaturesResult:
+def customer_features_sql(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
+                          as_of: date) -> tuple[str, dict[str, dict[str, float]]]:
+    """Build the feature relations and fit the models in temp tables; return the query of the
+    finished feature table (one row per customer) and the fitted model parameters.  Reads
+    ``stage`` and ``identity`` only, so it also runs on a read-only work database (rules diff)."""
     _feature_relations(con, as_of, settings.timezone)
     sql = features_sql(rules, as_of, settings.lookback_days)
     con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {sql}")
     fitted, model_columns = _add_models(con, rules, "base_features")
+    return f"SELECT *{''.join(', ' + c for c in model_columns)} FROM base_features ORDER BY customer_id", fitted
+
+
+def compute_features(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> FeaturesResult:
+    sql, fitted = customer_features_sql(con, settings, rules, as_of)
     con.execute("BEGIN")
-    con.execute(f"""CREATE OR REPLACE TABLE features.customer_features AS
-                    SELECT *{''.join(', ' + c for c in model_columns)} FROM base_features ORDER BY customer_id""")
+    con.execute(f"CREATE OR REPLACE TABLE features.customer_features AS {sql}")
     failpoint("features")
     con.execute("COMMIT")
     customers = con.execute("SELECT count(*) FROM features.customer_features").fetchone()[0]

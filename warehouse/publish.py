@@ -24,6 +24,7 @@ from warehouse.runs import RunRecord, finish_run
 from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, pii_key, pseudonyms
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
+from warehouse.tagging import overrides_in_force_sql
 
 
 @dataclass
@@ -38,14 +39,15 @@ class PublishResult:
 
 
 def _catalog(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
-    rows = [(t.id, t.names.get("en"), t.names.get("zh"), t.category[0], t.category[1], t.value_type, t.values,
-             t.owner, t.definition, t.status, t.version, t.refresh, t.file,
-             {k: str(v) for k, v in t.colours.items()} or None) for t in rules.tags.values()]
+    rows = [(t.id, t.names.get("en"), t.names.get("zh"), t.category[0], t.category[1], t.value_type, t.kind,
+             t.values, t.owner, t.definition, t.status, t.version, t.refresh, t.file, t.marketing,
+             {str(k): str(v) for k, v in t.colours.items()} or None) for t in rules.tags.values()]
     con.execute("""CREATE TABLE analytics.tag_catalog (tag VARCHAR PRIMARY KEY, name_en VARCHAR, name_zh VARCHAR,
-                   category_l1 VARCHAR, category_l2 VARCHAR, value_type VARCHAR, "values" VARCHAR[], owner VARCHAR,
-                   definition VARCHAR, status VARCHAR, version INTEGER, refresh VARCHAR, rule_file VARCHAR,
-                   colours MAP(VARCHAR, VARCHAR), coverage DOUBLE)""")
-    con.executemany("INSERT INTO analytics.tag_catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", rows)
+                   category_l1 VARCHAR, category_l2 VARCHAR, value_type VARCHAR, rule_kind VARCHAR, "values" VARCHAR[],
+                   owner VARCHAR, definition VARCHAR, status VARCHAR, version INTEGER, refresh VARCHAR,
+                   rule_file VARCHAR, marketing BOOLEAN, colours MAP(VARCHAR, VARCHAR), coverage DOUBLE)""")
+    con.executemany("INSERT INTO analytics.tag_catalog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    rows)
 
 
 def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -111,6 +113,12 @@ def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
     con.execute(f"""CREATE TABLE analytics.customer_features AS
                     SELECT DATE {dialect.quote(as_of.isoformat())} AS as_of, *
                     FROM work.features.customer_features ORDER BY customer_id""")
+    in_force = overrides_in_force_sql(as_of, "work.tags.overrides")
+    con.execute(f"""CREATE TABLE analytics.tag_overrides AS
+                    SELECT o.override_id, o.customer_id, o.tag, o.value, o.reason, o.author, o.created_at,
+                           o.effective_from, o.expires_on, o.revoked_at,
+                           o.override_id IN (SELECT override_id FROM ({in_force})) AS in_force
+                    FROM work.tags.overrides o ORDER BY o.override_id""")
     columns = ",\n".join(f"max(t.value) FILTER (WHERE t.tag = {dialect.quote(tag.id)}) AS {tag.id}"
                          for tag in sorted(rules.active_tags, key=lambda t: t.id))
     con.execute(f"""

@@ -11,6 +11,7 @@
 | TAGWRIGHT_MAX_BAD_SHARE | 0.2 | a file with a larger share of bad rows is not loaded |
 | TAGWRIGHT_MEMORY_LIMIT | 4GB | DuckDB memory limit; larger work spills to disk |
 | TAGWRIGHT_HISTORY_RETENTION_DAYS | 1095 | tag history, changes and stats older than this are dropped |
+| TAGWRIGHT_COVERAGE_ALERT | 0.1 | a tag whose coverage moves more than this (share of customers) since the last run is a warning |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Settings:
     max_bad_share: float = 0.2
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
+    coverage_alert: float = 0.1
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -45,6 +47,7 @@ class Settings:
             max_bad_share=float(os.environ.get("TAGWRIGHT_MAX_BAD_SHARE", "0.2")),
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
             history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
+            coverage_alert=float(os.environ.get("TAGWRIGHT_COVERAGE_ALERT", "0.1")),
         )
         values.update(overrides)
         return cls(**values)

@@ -17,6 +17,7 @@ from rules.compiler import DIALECT, tags_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
+from warehouse.settings import Settings
 
 
 @dataclass
@@ -60,7 +61,7 @@ def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "t
         ORDER BY customer_id, tag"""
 
 
-def apply_tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> TagsResult:
+def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> TagsResult:
     sql = tag_rows_sql(rules, as_of, "features.customer_features")
     con.execute("BEGIN")
     con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags AS {sql}")
@@ -68,4 +69,30 @@ def apply_tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> T
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
     applied = con.execute(f"SELECT count(*) FROM ({overrides_in_force_sql(as_of)})").fetchone()[0]
-    return TagsResult(rows=rows, tags=len(rules.active_tags), overrides=applied)
+    return TagsResult(rows=rows, tags=len(rules.active_tags), overrides=applied,
+                      warnings=coverage_shifts(con, settings, as_of))
+
+
+def coverage_shifts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> list[str]:
+    """Tags whose coverage (share of customers with a value) moved by more than the configured
+    ``coverage_alert`` since the newest earlier run in the published warehouse."""
+    if not settings.warehouse.exists():
+        return []
+    dialect.attach(con, settings.warehouse, "last_published")
+    try:
+        shifts = con.execute(f"""
+            WITH before AS (
+                SELECT tag, sum(coverage) AS coverage FROM last_published.analytics.tag_stats
+                WHERE as_of = (SELECT max(as_of) FROM last_published.analytics.tag_stats
+                               WHERE as_of < DATE {dialect.quote(as_of.isoformat())})
+                GROUP BY tag),
+            now AS (
+                SELECT tag, count(*) / (SELECT count(*) FROM features.customer_features) AS coverage
+                FROM tags.customer_tags GROUP BY tag)
+            SELECT tag, b.coverage, coalesce(n.coverage, 0) FROM before b LEFT JOIN now n USING (tag)
+            WHERE abs(coalesce(n.coverage, 0) - b.coverage) > {float(settings.coverage_alert)}
+            ORDER BY tag""").fetchall()
+    finally:
+        con.execute("DETACH last_published")
+    return [f"tag {tag} coverage moved from {old:.1%} to {new:.1%} since the last run "
+            f"(more than TAGWRIGHT_COVERAGE_ALERT={settings.coverage_alert:g})" for tag, old, new in shifts]
