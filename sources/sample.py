@@ -155,6 +155,7 @@ def _planted(g: _Gen, start: int) -> list[tuple[str, Person]]:
     for k, (role, profile, sources, ages, active) in enumerate(specs):
         p = _person(g, start + k, profile)
         p.sources, p.planted = sources, True
+        p.birth = p.birth.replace(year=min(p.birth.year, g.end.year - 30))  # adults: marketing tags apply
         p.order_times = [g.moment(a) for a in sorted([a for a in ages if a < g.days], reverse=True)]
         p.active_days = [g.end - timedelta(days=d) for d in range(active)]
         oldest = max([(g.end_dt - t).days for t in p.order_times] + [5])

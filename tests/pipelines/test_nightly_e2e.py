@@ -13,12 +13,14 @@ pytestmark = pytest.mark.e2e
 # What the planted customers' behaviour implies (see sources/sample.py, _planted).
 EXPECTED = {
     "champion": {"rfm_segment": "Champions", "activity_level": "high", "lifecycle_stage": "active",
-                 "churn_risk": "low"},
+                 "churn_risk": "low", "value_tier": "high-value", "high_frequency_buyer": "true",
+                 "first_purchase": "false"},
     "lapsed_big_spender": {"rfm_segment": "Can't Lose Them", "activity_level": "inactive",
-                           "lifecycle_stage": "churned", "churn_risk": "high"},
+                           "lifecycle_stage": "churned", "churn_risk": "high", "value_tier": "high-value",
+                           "high_frequency_buyer": "false"},
     "brand_new_buyer": {"rfm_segment": "New Customers", "activity_level": "low", "lifecycle_stage": "new",
-                        "churn_risk": "low"},
-    "prospect": {"activity_level": "low", "lifecycle_stage": "prospect"},
+                        "churn_risk": "low", "first_purchase": "true", "p_alive": "1.0"},
+    "prospect": {"activity_level": "low", "lifecycle_stage": "prospect", "first_purchase": "false"},
     "returning": {"lifecycle_stage": "returning", "churn_risk": "low", "activity_level": "low"},
 }
 
@@ -44,7 +46,8 @@ def test_planted_customers_get_the_tags_their_behaviour_implies(published, sampl
                 assert tags.get(tag) == value, f"{role}: {tag} is {tags.get(tag)!r}, expected {value!r}"
         prospect = _customer_of(con, sample_inbox, planted["prospect"]["person_id"])
         assert con.execute("SELECT count(*) FROM analytics.customer_tags WHERE customer_id = ? AND tag IN"
-                           " ('rfm_segment', 'churn_risk')", prospect).fetchone()[0] == 0
+                           " ('rfm_segment', 'churn_risk', 'rfm_score', 'value_tier', 'p_alive')",
+                           prospect).fetchone()[0] == 0
 
 
 def test_every_input_row_is_loaded_or_quarantined(published):
@@ -76,7 +79,7 @@ def test_published_tables_and_export(published):
         assert {"analytics.customer_tags", "analytics.customer_tags_wide", "analytics.tag_history",
                 "analytics.tag_changes", "analytics.tag_catalog", "analytics.tag_stats", "analytics.customers",
                 "analytics.orders", "analytics.order_lines", "analytics.customer_features", "analytics.interactions",
-                "analytics.customer_source_ids", "ops.runs", "ops.loads", "ops.quarantine", "ops.validations"} <= tables
+                "analytics.customer_source_ids", "analytics.tag_overrides", "ops.runs", "ops.loads", "ops.quarantine", "ops.validations"} <= tables
         wide_columns = [r[0] for r in con.execute("DESCRIBE analytics.customer_tags_wide").fetchall()]
         assert {"rfm_segment", "activity_level", "churn_risk", "lifecycle_stage"} <= set(wide_columns)
         runs = con.execute("SELECT status, as_of FROM ops.runs").fetchall()

@@ -9,15 +9,22 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rules.compiler import features_sql, tag_select, tags_sql
+from rules.compiler import ENTITY_DATES, features_sql, tag_select, tags_sql
+from rules.model import FEATURE_ENTITIES
 from rules.errors import RuleErrors
 from rules.model import load_rules, rules_dir
 from rules.testing import run_rule_tests, uncovered_values
 
 
+STANDARD_LIBRARY = {"rfm_score", "rfm_segment", "value_tier", "activity_level", "lifecycle_stage", "churn_risk",
+                    "p_alive", "age_band", "sensitive_minor", "region", "city_tier", "favourite_category",
+                    "contact_preference", "birthday_month", "first_purchase", "high_frequency_buyer",
+                    "recent_complaint"}
+
+
 def test_every_rule_file_compiles_and_every_active_tag_is_documented_and_tested():
     rules = load_rules()
-    assert {"rfm_segment", "activity_level", "churn_risk", "lifecycle_stage"} <= set(rules.tags)
+    assert STANDARD_LIBRARY <= {t.id for t in rules.active_tags}
     features_sql(rules, date(2026, 11, 21), 730)
     tags_sql(rules)
     for tag in rules.active_tags:
@@ -37,6 +44,19 @@ def test_golden_sql_for_a_tag():
         "SELECT customer_id, 'activity_level' AS tag, CASE WHEN active_days_30 >= 15 THEN 'high' "
         "WHEN active_days_30 >= 4 THEN 'medium' WHEN active_days_30 >= 1 THEN 'low' ELSE 'inactive' END AS value, "
         "CAST(NULL AS DOUBLE) AS score FROM features")
+
+
+def test_golden_sql_for_a_list_tag_and_a_computed_tag():
+    rules = load_rules()
+    exclusion = rules.marketing_exclusion
+    assert tag_select(rules.tags["contact_preference"], exclusion=exclusion).sql(dialect="duckdb") == (
+        "SELECT customer_id, 'contact_preference' AS tag, CASE WHEN COALESCE(age_years < 14, FALSE) THEN "
+        "CAST(NULL AS TEXT) ELSE COALESCE(NULLIF(RTRIM(CASE WHEN email_opt_in THEN 'email,' ELSE '' END || "
+        "CASE WHEN sms_opt_in THEN 'sms,' ELSE '' END, ','), ''), 'none') END AS value, "
+        "CAST(NULL AS DOUBLE) AS score FROM features")
+    assert tag_select(rules.tags["p_alive"]).sql(dialect="duckdb") == (
+        "SELECT customer_id, 'p_alive' AS tag, CASE WHEN TRUE AND NOT p_alive IS NULL THEN "
+        "CAST(ROUND(p_alive, 4) AS TEXT) ELSE NULL END AS value, CAST(p_alive AS DOUBLE) AS score FROM features")
 
 
 @pytest.fixture()
@@ -99,19 +119,53 @@ SCORE_CASES = [
 ]
 
 
+SQL_TYPES = {"number": "DOUBLE", "text": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE"}
+
+
+def create_feature_relations(con: duckdb.DuckDBPyConnection, customers: int) -> None:
+    """Empty ``feature_<entity>`` tables with the columns the compiler may read, and customers c0..cN-1."""
+    con.execute("CREATE TABLE feature_customers AS SELECT 'c' || i AS customer_id FROM range(?) t(i)", [customers])
+    for entity, columns in FEATURE_ENTITIES.items():
+        order_column = ENTITY_DATES[entity][1]
+        extra = {order_column: "date"} if order_column and order_column not in columns else {}
+        listed = ", ".join(f"{c} {SQL_TYPES[t]}" for c, t in {**columns, **extra}.items())
+        con.execute(f"CREATE TABLE feature_{entity} (customer_id VARCHAR, {listed})")
+
+
 @pytest.mark.parametrize("description,recency,frequency,expected", SCORE_CASES, ids=[c[0] for c in SCORE_CASES])
 def test_rfm_scores_from_percent_rank(description, recency, frequency, expected):
     rules = load_rules()
     sql = features_sql(rules, date(2026, 11, 21), 730)
     with duckdb.connect() as con:
-        con.execute("CREATE TABLE feature_customers AS SELECT 'c' || i AS customer_id FROM range(?) t(i)",
-                    [len(recency)])
-        con.execute("""CREATE TABLE feature_orders (customer_id VARCHAR, order_id VARCHAR, ordered_at TIMESTAMPTZ,
-                       order_date DATE, amount DECIMAL(18, 2), status VARCHAR, channel VARCHAR, gap_days INTEGER)""")
-        con.execute("CREATE TABLE feature_activity (customer_id VARCHAR, activity_date DATE, kind VARCHAR)")
+        create_feature_relations(con, len(recency))
         for i, (r, f) in enumerate(zip(recency, frequency)):
             for _ in range(f):
-                con.execute("INSERT INTO feature_orders VALUES (?, ?, NULL, DATE '2026-11-21' - ?::INT, 10, 'paid',"
-                            " 'web', NULL)", [f"c{i}", f"o{i}", r])
+                con.execute("INSERT INTO feature_orders (customer_id, order_date, amount, status, channel)"
+                            " VALUES (?, DATE '2026-11-21' - ?::INT, 10, 'paid', 'web')", [f"c{i}", r])
         got = con.execute(f"SELECT r_score FROM ({sql}) ORDER BY customer_id").fetchall()
+    assert [g[0] for g in got] == expected
+
+
+FAVOURITE_CASES = [
+    # (description, order lines as (customer, days ago, status, category, amount), expected per customer)
+    ("most spend wins", [(0, 1, "paid", "food", 10), (0, 2, "paid", "beauty", 30), (0, 3, "paid", "food", 15)],
+     ["beauty"]),
+    ("a tie goes to the alphabetically first", [(0, 1, "paid", "home", 20), (0, 2, "paid", "digital", 20)],
+     ["digital"]),
+    ("refunded lines do not count", [(0, 1, "refunded", "home", 99), (0, 2, "paid", "food", 1)], ["food"]),
+    ("older than 365 days does not count", [(0, 365, "paid", "home", 99), (0, 364, "paid", "food", 1)], ["food"]),
+    ("no paid line in the year: no favourite", [(0, 400, "paid", "home", 5)], [None]),
+]
+
+
+@pytest.mark.parametrize("description,lines,expected", FAVOURITE_CASES, ids=[c[0] for c in FAVOURITE_CASES])
+def test_favourite_category_is_the_most_spend_in_365_days(description, lines, expected):
+    sql = features_sql(load_rules(), date(2026, 11, 21), 730)
+    with duckdb.connect() as con:
+        create_feature_relations(con, len(expected))
+        for customer, days_ago, status, category, amount in lines:
+            con.execute("INSERT INTO feature_order_lines (customer_id, order_date, status, category, line_amount)"
+                        " VALUES (?, DATE '2026-11-21' - ?::INT, ?, ?, ?)", [f"c{customer}", days_ago, status,
+                                                                             category, amount])
+        got = con.execute(f"SELECT favourite_category_365 FROM ({sql}) ORDER BY customer_id").fetchall()
     assert [g[0] for g in got] == expected

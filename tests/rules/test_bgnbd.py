@@ -1,0 +1,71 @@
+"""The BG/NBD churn model: the published CDNOW fit, and SQL that agrees with the formula."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from sqlglot import exp
+
+from rules.bgnbd import BgNbdParams, fit_bgnbd, p_alive, p_alive_sql
+
+
+def cdnow_summary() -> pd.DataFrame:
+    """The CDNOW calibration sample (2,357 customers, 39 weeks) as shipped by the lifetimes
+    package: frequency (x), recency (t_x) and T in weeks.  Located by file, not imported."""
+    path = importlib.metadata.distribution("lifetimes").locate_file("lifetimes/datasets/cdnow_customers_summary.csv")
+    return pd.read_csv(path)
+
+
+def test_the_fit_reproduces_the_published_cdnow_parameters():
+    data = cdnow_summary()
+    assert len(data) == 2357
+    params = fit_bgnbd(data["frequency"], data["recency"], data["T"])
+    # Fader, Hardie & Lee (2005): r = 0.243, alpha = 4.414, a = 0.793, b = 2.426.
+    assert (round(params.r, 3), round(params.alpha, 3), round(params.a, 3), round(params.b, 3)) == \
+        (0.243, 4.414, 0.793, 2.426)
+
+
+def test_the_sql_expression_gives_the_formula_values():
+    params = BgNbdParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    purchases = np.array([1, 2, 5, 10, 3])
+    span_days = np.array([0, 70, 200, 250, 14])
+    age_days = np.array([30, 270, 270, 260, 270])
+    expected = p_alive(params, purchases - 1, span_days / 7, age_days / 7)
+    sql = p_alive_sql(params, exp.column("n"), exp.column("span"), exp.column("age"), 7).sql(dialect="duckdb")
+    with duckdb.connect() as con:
+        con.register("customers", pd.DataFrame({"n": purchases, "span": span_days, "age": age_days}))
+        got = [r[0] for r in con.execute(f"SELECT {sql} FROM customers").fetchall()]
+        assert con.execute(f"SELECT {sql} FROM (SELECT NULL::INT AS n, NULL AS span, NULL AS age)").fetchone() == (None,)
+    assert got == pytest.approx(list(expected))
+    assert got[0] == 1.0  # a single purchase day: alive under the model
+    assert got[4] < got[1]  # three purchases in the first two weeks, then 36 silent weeks: likely gone
+
+
+def test_the_fit_recovers_the_parameters_of_simulated_customers():
+    rng = np.random.default_rng(3)
+    r, alpha, a, b, T = 0.5, 3.0, 0.8, 2.5, 52.0
+    n = 20_000
+    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    x, t_x = np.zeros(n), np.zeros(n)
+    for i in range(n):  # simulating the model is per customer by nature; the fit is not
+        t, alive = 0.0, True
+        while alive:
+            t += rng.exponential(1 / lam[i])
+            if t > T:
+                break
+            x[i], t_x[i] = x[i] + 1, t
+            alive = rng.random() > p[i]
+    fitted = fit_bgnbd(x, t_x, np.full(n, T))
+    assert fitted.r == pytest.approx(r, rel=0.15) and fitted.alpha == pytest.approx(alpha, rel=0.2)
+    assert fitted.a == pytest.approx(a, rel=0.3) and fitted.b == pytest.approx(b, rel=0.3)
+
+
+def test_the_fit_refuses_impossible_inputs():
+    with pytest.raises(ValueError, match="t_x <= T"):
+        fit_bgnbd(np.array([1]), np.array([5.0]), np.array([2.0]))
+    with pytest.raises(ValueError, match="at least one customer"):
+        fit_bgnbd(np.array([]), np.array([]), np.array([]))
