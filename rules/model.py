@@ -259,7 +259,7 @@ def _parse_models(data: Mapping, features: dict[str, Feature], errors: list[Rule
 def _parse_tag(data: Mapping, file: str, names: set[str], errors: list[RuleError]) -> Tag | None:
     spec = data.get("tag")
     if not isinstance(spec, Mapping):
-        errors.append(RuleError(file, 1, 1, "a tag file must hold a 'tag:' mapping", "see docs/rules.md"))
+        errors.append(RuleError(file, 1, 1, "a tag file must hold a 'tag:' mapping", "see docs/tags.md, How a tag is written"))
         return None
     r = _Reader(spec, errors, f"tag {spec.get('id', '?')!r}")
     tag_id = r.get("id", str, default="?")
