@@ -149,6 +149,21 @@ def explain(customer_id: str) -> None:
         console.print(_table(title, columns, rows))
 
 
+@app.command()
+def report(out: Path = typer.Option(None, help="where to write the HTML (default: data/reports/tag-report-AS_OF.html)")
+           ) -> None:
+    """Write the tag report: one self-contained HTML file (catalog, coverage, RFM grid, trends, quality)."""
+    from warehouse.report import build_report
+
+    try:
+        with console.status("building the tag report"):
+            result = build_report(Settings.from_env(), out)
+    except FileNotFoundError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    console.print(f"report for {result.as_of} with {result.charts} charts: {result.path}")
+
+
 @rules_app.command("check")
 def rules_check() -> None:
     """Parse and lint every rule file; errors and warnings point at file:line:column.
