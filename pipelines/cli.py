@@ -164,6 +164,51 @@ def report(out: Path = typer.Option(None, help="where to write the HTML (default
     console.print(f"report for {result.as_of} with {result.charts} charts: {result.path}")
 
 
+@app.command()
+def export(tag: str = typer.Option(..., help="tag id, e.g. churn_risk"),
+           value: str = typer.Option(..., help="the value, e.g. high"),
+           out: Path = typer.Option(None, help="CSV path (default: data/exports/campaigns/TAG=VALUE/customers_AS_OF.csv)")
+           ) -> None:
+    """Export the customers holding one tag value as CSV for a campaign tool (pseudonymised contacts)."""
+    from warehouse.campaign_export import export_tag_value
+    from warehouse.errors import StageError
+
+    try:
+        result = export_tag_value(Settings.from_env(), tag, value, out)
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    console.print(f"{result.rows} customers with {tag} = {value} on {result.as_of}: {result.path}")
+
+
+@app.command()
+def forget(customer_id: str = typer.Argument(None, help="the customer to erase"),
+           email: str = typer.Option(None, help="find the customer by email instead"),
+           reason: str = typer.Option(..., help="the request, e.g. a ticket number (logged)"),
+           requested_by: str = typer.Option(..., help="who handled the request (logged)")) -> None:
+    """Erase a person from every layer (lake, work file, warehouse, exports) and log it in ops.erasures."""
+    from warehouse.erasure import find_customer, forget as erase
+    from warehouse.errors import StageError
+
+    settings = Settings.from_env()
+    try:
+        if (customer_id is None) == (email is None):
+            raise StageError("forget", "name the person once", "give a CUSTOMER_ID or --email, not both")
+        target = customer_id or find_customer(settings, email)
+        result = erase(settings, target, reason, requested_by)
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    console.print(f"erasure {result.erasure_id}: {result.customer_id} ({result.source_records} source records) "
+                  f"removed from every layer; logged in ops.erasures")
+    console.print(_table("rows removed", ["where", "rows"], sorted(result.rows_removed.items())))
+    if result.inbox_files:
+        console.print("[yellow]the inbox still holds the sources' deliveries with this person (the pipeline "
+                      "skips them from now on); have them re-exported or deleted at the source:[/yellow]")
+        for f in result.inbox_files:
+            console.print(f"  {f}", markup=False)
+
+
 @rules_app.command("check")
 def rules_check() -> None:
     """Parse and lint every rule file; errors and warnings point at file:line:column.

@@ -21,10 +21,8 @@ from warehouse.settings import Settings
 def pii_key(settings: Settings) -> bytes:
     if settings.pii_key:
         return settings.pii_key.encode("utf-8")
-    folder = settings.restricted
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    path = folder / "pii.key"
+    settings.ensure_restricted()
+    path = settings.restricted / "pii.key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -195,7 +195,7 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
 def _ops(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
     """The run ledger (with this run as it finishes) and the data-quality tables; quarantined
     PII values are withheld."""
-    for table in ("runs", "loads", "validations", "identity_changes"):
+    for table in ("runs", "loads", "validations", "identity_changes", "erasures"):
         con.execute(f"CREATE TABLE ops.{table} AS SELECT * FROM work.ops.{table}")
     finish_run(con, record)
     pii = dialect.is_in('"column"', PII_COLUMNS)

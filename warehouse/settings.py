@@ -53,14 +53,25 @@ class Settings:
         return cls(**values)
 
     @property
+    def restricted(self) -> Path:
+        """Owner-only area (0700) for everything holding raw personal data: the lake, the work
+        file, DuckDB's spill files and the pseudonym key.  Analysts get the warehouse and exports."""
+        return self.data_dir / "restricted"
+
+    @property
     def lake(self) -> Path:
         """Landed raw Parquet, one file per (source file, entity); immutable once written."""
-        return self.data_dir / "lake"
+        return self.restricted / "lake"
 
     @property
     def work_db(self) -> Path:
         """The pipeline's own DuckDB file: manifest, staging, identity state, history."""
-        return self.data_dir / "work.duckdb"
+        return self.restricted / "work.duckdb"
+
+    @property
+    def spill(self) -> Path:
+        """Where DuckDB spills work that does not fit in the memory limit."""
+        return self.restricted / "tmp"
 
     @property
     def warehouse(self) -> Path:
@@ -71,7 +82,14 @@ class Settings:
     def exports(self) -> Path:
         return self.data_dir / "exports"
 
-    @property
-    def restricted(self) -> Path:
-        """Owner-only area for secrets (the pseudonym key)."""
-        return self.data_dir / "restricted"
+    def ensure_restricted(self) -> list[tuple[Path, Path]]:
+        """Create the restricted area owner-only; move a work file and lake of the older layout
+        (directly under the data directory) into it.  Returns the (old, new) paths moved."""
+        self.restricted.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.restricted, 0o700)
+        moved = []
+        for old, new in ((self.data_dir / "work.duckdb", self.work_db), (self.data_dir / "lake", self.lake)):
+            if old.exists() and not new.exists():
+                old.rename(new)
+                moved.append((old, new))
+        return moved

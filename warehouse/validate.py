@@ -133,6 +133,20 @@ def _reason(f: dict, entity: str) -> str:
             "correct the source row or extend the suite if the value is legitimate")
 
 
+def _erased_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, source: str) -> list[dict]:
+    """Rows of people erased with ``tagwright forget``: set aside (value withheld) when a source
+    delivers them again; they do not count towards the file's bad-row share."""
+    if "source_customer_id" not in table.column_names:
+        return []
+    con.register("batch_ids", table.select(["_rid", "source_customer_id"]))
+    rows = con.execute("""SELECT b._rid, s.erasure_id FROM batch_ids b JOIN identity.suppressed s
+                          ON s.source = ? AND s.source_customer_id = b.source_customer_id""", [source]).fetchall()
+    con.unregister("batch_ids")
+    return [{"_rid": rid, "expectation": "not_erased", "column": "source_customer_id", "value": None,
+             "reason": f"the person was erased on request (erasure {erasure}, ops.erasures); the row is not loaded"}
+            for rid, erasure in rows]
+
+
 def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, validator: _Validator,
                     load: dict, result: ValidateResult) -> None:
     table = pq.read_table(load["lake_path"])
@@ -144,6 +158,8 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     validations, findings = _findings(validator.run(load["entity"], frame), frame)
     bad_rids = sorted({f["_rid"] for f in findings})
     bad_share = len(bad_rids) / n if n else 0.0
+    findings += _erased_rows(con, table, load["source"])
+    bad_rids = sorted({f["_rid"] for f in findings})
     if n and bad_share > settings.max_bad_share:
         reason = (f"file rejected: {bad_share:.0%} of its rows fail validation (threshold "
                   f"{settings.max_bad_share:.0%}); fix the export and deliver it again")

@@ -11,8 +11,11 @@ from warehouse.settings import Settings
 
 
 def open_work_db(settings: Settings) -> duckdb.DuckDBPyConnection:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / "tmp").mkdir(exist_ok=True)
-    con = dialect.connect(settings.work_db, settings.memory_limit, temp_dir=settings.data_dir / "tmp")
+    moved = settings.ensure_restricted()
+    settings.spill.mkdir(exist_ok=True)
+    con = dialect.connect(settings.work_db, settings.memory_limit, temp_dir=settings.spill)
     con.execute(files("warehouse").joinpath("sql/work_schema.sql").read_text(encoding="utf-8"))
+    for old, new in moved:  # the manifest names lake files by path
+        con.execute("UPDATE ops.loads SET lake_path = ? || substr(lake_path, ?) WHERE starts_with(lake_path, ?)",
+                    [str(new), len(str(old)) + 1, str(old)])
     return con

@@ -42,7 +42,7 @@ def test_a_failed_publish_leaves_the_last_good_warehouse_untouched(prefect_harne
         nightly(as_of=AS_OF.isoformat())
     assert (data_dir / "warehouse.duckdb").read_bytes() == before
     assert not list(data_dir.glob(".warehouse.duckdb.*")), "the half-built file is removed"
-    with duckdb.connect(str(data_dir / "work.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(data_dir / "restricted" / "work.duckdb"), read_only=True) as con:
         statuses = con.execute("SELECT as_of, status, error FROM ops.runs ORDER BY started_at").fetchall()
     assert [s[1] for s in statuses] == ["success", "failed"] and "disk full" in statuses[1][2]
     assert good["status"] == "success"

@@ -105,3 +105,20 @@ CREATE TABLE IF NOT EXISTS tags.overrides (
     expires_on DATE,                    -- the last as_of it applies to; NULL: no expiry
     revoked_at TIMESTAMPTZ
 );
+
+-- Erasure requests (tagwright forget): what was removed, never who the person was.
+CREATE TABLE IF NOT EXISTS ops.erasures (
+    erasure_id BIGINT PRIMARY KEY,
+    customer_id VARCHAR NOT NULL,
+    erased_at TIMESTAMPTZ NOT NULL,
+    reason VARCHAR NOT NULL,
+    requested_by VARCHAR NOT NULL,
+    source_records BIGINT NOT NULL,
+    rows_removed JSON NOT NULL
+);
+-- Source ids of erased people: stage skips their rows if a source delivers them again.
+CREATE TABLE IF NOT EXISTS identity.suppressed (
+    source VARCHAR NOT NULL,
+    source_customer_id VARCHAR NOT NULL,
+    erasure_id BIGINT NOT NULL
+);

@@ -1,0 +1,147 @@
+"""Privacy by design on real runs: no raw PII where analysts read, an owner-only restricted
+area, campaign exports with pseudonyms, and erasure of a person from every layer."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.nightly import nightly
+from tests.conftest import AS_OF
+from warehouse.settings import Settings
+
+pytestmark = pytest.mark.e2e
+runner = CliRunner(env={"COLUMNS": "250"})
+
+
+def _raw_contacts(sample_inbox) -> set[str]:
+    """Every email and mobile number the web and CRM exports carry, as analysts might search them."""
+    with duckdb.connect() as con:
+        rows = con.execute(f"""
+            SELECT DISTINCT lower(trim(email)) FROM read_json('{sample_inbox}/web/users.jsonl') WHERE email LIKE '%@%'
+            UNION SELECT DISTINCT mobile FROM read_json('{sample_inbox}/web/users.jsonl') WHERE mobile IS NOT NULL
+            UNION SELECT DISTINCT lower(trim("Email")) FROM read_csv('{sample_inbox}/zoho_crm/Contacts_export.csv',
+                                                                     all_varchar = true) WHERE "Email" LIKE '%@%'
+        """).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.fixture()
+def own_copy(published, tmp_path, monkeypatch):
+    _, data = published
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    monkeypatch.setenv("TAGWRIGHT_DATA_DIR", str(copy))
+    monkeypatch.setenv("TAGWRIGHT_PII_KEY", "test-key-not-secret")
+    return copy
+
+
+def test_nothing_analysts_can_read_holds_a_raw_email_or_phone(own_copy, sample_inbox):
+    needles = _raw_contacts(sample_inbox)
+    assert len(needles) > 100
+    assert runner.invoke(app, ["export", "--tag", "churn_risk", "--value", "high"]).exit_code == 0
+    assert runner.invoke(app, ["report", "--out", str(own_copy / "reports" / "report.html")]).exit_code == 0
+    readable = [p for p in own_copy.rglob("*") if p.is_file() and "restricted" not in p.parts
+                and "inbox" not in p.parts and not p.name.startswith(".")]
+    assert {p.suffix for p in readable} >= {".duckdb", ".parquet", ".csv", ".html"}
+    with duckdb.connect() as con:
+        for path in readable:
+            if path.suffix == ".duckdb":
+                con.execute(f"ATTACH '{path}' AS w (READ_ONLY)")
+                tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'w'"
+                                     ).fetchall()
+                values = set()
+                for schema, table in tables:
+                    columns = [r[0] for r in con.execute(f'DESCRIBE w.{schema}."{table}"').fetchall()]
+                    text = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in columns)
+                    values |= {v for row in con.execute(f'SELECT {text} FROM w.{schema}."{table}"').fetchall()
+                               for v in row if v}
+                con.execute("DETACH w")
+                leaked = needles & values
+            elif path.suffix == ".parquet":
+                columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM '{path}'").fetchall()]
+                text = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in columns)
+                leaked = needles & {v for row in con.execute(f"SELECT {text} FROM '{path}'").fetchall() for v in row}
+            else:
+                content = path.read_text(encoding="utf-8", errors="ignore")
+                leaked = {n for n in needles if n in content}
+            assert not leaked, f"{path.relative_to(own_copy)} leaks {sorted(leaked)[:3]}"
+
+
+def test_raw_personal_data_lives_only_in_the_owner_only_restricted_area(own_copy):
+    settings = Settings.from_env()
+    assert stat.S_IMODE(settings.restricted.stat().st_mode) == 0o700
+    assert settings.work_db.parent == settings.restricted and settings.lake.parent == settings.restricted
+    assert settings.pii_key  # the tests give the key by configuration, so no key file is written
+    assert not (own_copy / "work.duckdb").exists() and not (own_copy / "lake").exists()
+
+
+def test_a_campaign_export_holds_exactly_the_customers_with_the_value(own_copy):
+    result = runner.invoke(app, ["export", "--tag", "rfm_segment", "--value", "Can't Lose Them"])
+    assert result.exit_code == 0, result.output
+    path = own_copy / "exports" / "campaigns" / "rfm_segment=Can_t_Lose_Them" / f"customers_{AS_OF}.csv"
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    with duckdb.connect(str(own_copy / "warehouse.duckdb"), read_only=True) as con:
+        exported = con.execute(f"SELECT list(customer_id ORDER BY customer_id), list(DISTINCT value) FROM "
+                               f"read_csv('{path}', header = true)").fetchone()
+        expected = con.execute("SELECT list(customer_id ORDER BY customer_id) FROM analytics.customer_tags"
+                               " WHERE tag = 'rfm_segment' AND value = 'Can''t Lose Them'").fetchone()[0]
+        columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_csv('{path}', header = true)").fetchall()]
+    assert exported == (expected, ["Can't Lose Them"]) and expected
+    assert "email_pseudonym" in columns and "email" not in columns and "phone" not in columns
+    wrong = runner.invoke(app, ["export", "--tag", "churn_risk", "--value", "extreme"])
+    assert wrong.exit_code == 2 and "use one of: high, low, medium" in wrong.output
+
+
+def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them_back(prefect_harness, own_copy):
+    settings = Settings.from_env()
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        customer, records = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids
+                                           GROUP BY 1 HAVING count(DISTINCT source) >= 2 ORDER BY 1 LIMIT 1""").fetchone()
+    assert runner.invoke(app, ["export", "--tag", "lifecycle_stage", "--value", "active"]).exit_code == 0
+    result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4711", "--requested-by", "dpo"])
+    assert result.exit_code == 0, result.output
+    assert "erasure 1" in result.output and "inbox still holds" in result.output
+
+    def traces() -> dict[str, int]:
+        found = {}
+        with duckdb.connect() as con:
+            con.execute(f"ATTACH '{settings.work_db}' AS work (READ_ONLY)")
+            con.execute(f"ATTACH '{settings.warehouse}' AS wh (READ_ONLY)")
+            for database in ("work", "wh"):
+                for schema, table, column in con.execute(f"""
+                        SELECT schema_name, table_name, column_name FROM duckdb_columns()
+                        WHERE database_name = '{database}' AND column_name IN ('customer_id', 'source_customer_id')
+                          AND NOT (schema_name = 'ops' AND table_name = 'erasures')
+                          AND NOT (schema_name = 'identity' AND table_name IN ('suppressed', 'customer_ids'))""").fetchall():
+                    n = con.execute(f'SELECT count(*) FROM {database}.{schema}."{table}" WHERE "{column}" = ANY(?)',
+                                    [[customer, *records]]).fetchone()[0]
+                    if n:
+                        found[f"{database}.{schema}.{table}"] = n
+            lake = [str(p) for p in settings.lake.glob("valid/*/*/*.parquet")]
+            with_ids = [p for p in lake if "customer_record" in p or "/order/" in p or "event" in p]
+            found["lake"] = con.execute(f"SELECT count(*) FROM read_parquet({with_ids}, union_by_name = true)"
+                                        " WHERE source_customer_id = ANY(?)", [records]).fetchone()[0]
+            found["exports"] = con.execute(f"SELECT count(*) FROM read_parquet('{settings.exports}/**/*.parquet')"
+                                           " WHERE customer_id = ?", [customer]).fetchone()[0]
+            found["campaigns"] = con.execute(f"SELECT count(*) FROM read_csv('{settings.exports}/campaigns/**/*.csv')"
+                                             " WHERE customer_id = ?", [customer]).fetchone()[0]
+        return {k: v for k, v in found.items() if v}
+
+    assert traces() == {}
+    rerun = nightly(as_of=AS_OF.isoformat(), full_rebuild=True)  # lands every inbox file again
+    assert rerun["status"] == "success"
+    assert traces() == {}
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        logged = con.execute("SELECT customer_id, reason, requested_by, source_records FROM ops.erasures").fetchall()
+        set_aside = con.execute("SELECT count(*), count(value) FROM ops.quarantine WHERE expectation = 'not_erased'"
+                                ).fetchone()
+        balanced = con.execute("SELECT bool_and(rows_in = rows_loaded + rows_quarantined) FROM ops.loads"
+                               " WHERE status = 'validated'").fetchone()[0]
+    assert logged == [(customer, "ticket 4711", "dpo", len(records))]
+    assert set_aside[0] > 0 and set_aside[1] == 0 and balanced

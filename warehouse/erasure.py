@@ -1,0 +1,201 @@
+"""``tagwright forget``: erase one person from every layer the pipeline keeps, and log it.
+
+Under the run lock (no run can interleave), for the customer's source records, derived copies
+first and the work file last (a failed erasure is finished by running it again):
+
+1. the lake (raw and validated Parquet) is rewritten without their rows: customer records,
+   orders, order lines of those orders, events and interactions;
+2. staging, identity (source ids, golden record, normalised-key cache entries of their raw
+   phones and names), features, tags, overrides and quarantine rows are deleted in the work file;
+3. the published warehouse is copied, the customer deleted from every ``analytics`` table and
+   from ``ops.quarantine``, and the copy swapped in atomically (readers see before or after);
+4. the Parquet exports of every as_of and the campaign CSVs are rewritten without them;
+5. their source ids go on a suppression list, so a re-delivered export does not bring them
+   back (validation sets such rows aside, value withheld), and ``ops.erasures`` logs who asked, why, when and how many rows
+   went, without any personal data.
+
+The inbox holds the sources' own deliveries and is not changed: the command lists the inbox
+files that still contain the person, to be re-exported or deleted at the source.  Until then a
+full rebuild lands those files again into the raw lake (restricted), and validation keeps the
+person's rows out of everything after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from warehouse import dialect
+from warehouse.errors import StageError
+from warehouse.runs import run_lock
+from warehouse.settings import Settings
+from warehouse.workdb import open_work_db
+
+WORK_TABLES_BY_SOURCE_ID = ("stage.customer_records", "stage.orders", "stage.events", "stage.interactions")
+
+
+@dataclass
+class ErasureResult:
+    erasure_id: int
+    customer_id: str
+    source_records: int
+    rows_removed: dict[str, int] = field(default_factory=dict)
+    inbox_files: list[str] = field(default_factory=list)
+
+
+def find_customer(settings: Settings, email: str) -> str:
+    """The customer id whose golden or source record has this email (normalised)."""
+    from warehouse.stage import EMAIL_KEY
+
+    with run_lock(settings), closing(open_work_db(settings)) as con:
+        key = con.execute(f"SELECT {EMAIL_KEY} FROM (SELECT ?::VARCHAR AS email)", [email]).fetchone()[0]
+        found = con.execute("""SELECT DISTINCT m.customer_id FROM stage.customer_records r
+                               JOIN identity.node_customer m USING (source, source_customer_id)
+                               WHERE r.email_key = ?""", [key]).fetchall()
+    if len(found) != 1:
+        raise StageError("forget", f"{len(found)} customers have that email", "give the CUSTOMER_ID instead")
+    return found[0][0]
+
+
+def forget(settings: Settings, customer_id: str, reason: str, requested_by: str) -> ErasureResult:
+    if not reason.strip() or not requested_by.strip():
+        raise StageError("forget", "an erasure needs a reason and who requested it", "pass --reason and --requested-by")
+    with run_lock(settings), closing(open_work_db(settings)) as con:
+        ids = con.execute("SELECT source, source_customer_id FROM identity.node_customer WHERE customer_id = ?",
+                          [customer_id]).fetchall()
+        if not ids:
+            raise StageError("forget", f"no customer {customer_id!r} in the work file",
+                             "give a customer_id from analytics.customers")
+        con.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT source, source_customer_id FROM identity.node_customer"
+                    " WHERE customer_id = ?", [customer_id])
+        con.execute("""CREATE OR REPLACE TEMP TABLE gone_orders AS
+                       SELECT source, order_id FROM stage.orders SEMI JOIN gone USING (source, source_customer_id)""")
+        con.execute("""CREATE OR REPLACE TEMP TABLE gone_records AS
+                       SELECT source, source_customer_id AS record_id FROM gone
+                       UNION SELECT source, order_id FROM gone_orders
+                       UNION SELECT source, event_id FROM stage.events SEMI JOIN gone USING (source, source_customer_id)
+                       UNION SELECT source, interaction_id FROM stage.interactions
+                             SEMI JOIN gone USING (source, source_customer_id)""")
+        # Derived copies first, the work file last: if anything fails, the customer is still in the
+        # work file and running the same command again finishes the job.
+        records = con.sql("SELECT source, record_id FROM gone_records").to_arrow_table()
+        removed = _erase_published(settings, customer_id, records)
+        removed.update(_erase_exports(settings, customer_id))
+        removed.update(_erase_lake(con, settings))
+        inbox = _inbox_files(con, settings)
+        erasure_id = con.execute("SELECT coalesce(max(erasure_id), 0) + 1 FROM ops.erasures").fetchone()[0]
+        con.execute("BEGIN")
+        removed.update(_erase_work(con, customer_id))
+        con.execute("INSERT INTO identity.suppressed SELECT source, source_customer_id, ? FROM gone", [erasure_id])
+        con.execute("INSERT INTO ops.erasures VALUES (?, ?, now(), ?, ?, ?, ?)",
+                    [erasure_id, customer_id, reason.strip(), requested_by.strip(), len(ids),
+                     json.dumps(removed, sort_keys=True)])
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    return ErasureResult(erasure_id, customer_id, len(ids), removed, inbox)
+
+
+def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:
+    """Rewrite the lake's Parquet without the person; ``lake_hits`` lists the raw files that had
+    them, relative to the lake."""
+    removed = {"lake rows": 0}
+    con.execute("CREATE OR REPLACE TEMP TABLE lake_hits (lake_path VARCHAR)")
+    for path in sorted(settings.lake.glob("*/*/*/*.parquet")):
+        source = path.parent.parent.name
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {dialect.read_parquet(path)}").fetchall()}
+        if "source_customer_id" in columns:
+            condition = "source_customer_id IN (SELECT source_customer_id FROM gone WHERE source = $source)"
+        elif "order_id" in columns:
+            condition = "order_id IN (SELECT order_id FROM gone_orders WHERE source = $source)"
+        else:
+            continue
+        relation = f"{dialect.read_parquet(path)} WHERE coalesce({condition}, false)"
+        hits = con.execute(f"SELECT count(*) FROM {relation}", {"source": source}).fetchone()[0]
+        if not hits:
+            continue
+        rewritten = path.with_name(f".{path.name}.erasing")
+        con.execute(f"COPY (SELECT * FROM {dialect.read_parquet(path)} WHERE NOT coalesce({condition}, false))"
+                    f" TO {dialect.quote(str(rewritten))} (FORMAT parquet)", {"source": source})
+        os.replace(rewritten, path)
+        removed["lake rows"] += hits
+        relative = path.relative_to(settings.lake)  # the manifest names the raw file (by absolute path)
+        con.execute("INSERT INTO lake_hits VALUES (?)", [str(Path("raw", *relative.parts[1:]))])
+    return removed
+
+
+def _erase_work(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict[str, int]:
+    def delete(sql: str, params: list | None = None) -> int:
+        return len(con.execute(sql + " RETURNING 1", params or []).fetchall())
+
+    removed = {}
+    removed["key cache rows"] = (
+        delete("DELETE FROM stage.phone_keys WHERE raw IN (SELECT phone FROM stage.customer_records"
+               " SEMI JOIN gone USING (source, source_customer_id))")
+        + delete("DELETE FROM stage.name_keys WHERE raw IN (SELECT name FROM stage.customer_records"
+                 " SEMI JOIN gone USING (source, source_customer_id))"))
+    removed["work rows"] = delete("DELETE FROM stage.order_lines WHERE (source, order_id) IN (SELECT * FROM gone_orders)")
+    for table in WORK_TABLES_BY_SOURCE_ID:
+        removed["work rows"] += delete(f"DELETE FROM {table} WHERE (source, source_customer_id) IN (SELECT * FROM gone)")
+    for table in ("identity.golden", "features.customer_features", "tags.customer_tags", "tags.overrides",
+                  "identity.node_customer"):
+        removed["work rows"] += delete(f"DELETE FROM {table} WHERE customer_id = ?", [customer_id])
+    removed["quarantine rows"] = delete(
+        "DELETE FROM ops.quarantine WHERE (source, source_record_id) IN (SELECT * FROM gone_records)")
+    return removed
+
+
+def _inbox_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
+    """Inbox files, still present, whose landed rows included the person, and the files skipped as
+    copies of those (same checksum), from the manifest."""
+    return [r[0] for r in con.execute("""
+        SELECT DISTINCT file FROM ops.loads
+        WHERE checksum IN (SELECT l.checksum FROM ops.loads l JOIN lake_hits h ON ends_with(l.lake_path, h.lake_path))
+        ORDER BY 1""").fetchall()
+            if (settings.inbox / r[0]).exists()]
+
+
+def _erase_published(settings: Settings, customer_id: str, records) -> dict[str, int]:
+    if not settings.warehouse.exists():
+        return {}
+    building = settings.warehouse.with_name(f".{settings.warehouse.name}.erasing")
+    shutil.copyfile(settings.warehouse, building)
+    removed = 0
+    try:
+        with duckdb.connect(str(building)) as con:
+            con.register("gone_records", records)
+            removed += len(con.execute("DELETE FROM ops.quarantine WHERE (source, source_record_id) IN"
+                                       " (SELECT source, record_id FROM gone_records) RETURNING 1").fetchall())
+            tables = con.execute("""SELECT table_name FROM duckdb_columns() WHERE schema_name = 'analytics'
+                                    AND column_name = 'customer_id' AND database_name = current_database()""").fetchall()
+            for (table,) in tables:
+                removed += len(con.execute(f"DELETE FROM analytics.{table} WHERE customer_id = ? RETURNING 1",
+                                           [customer_id]).fetchall())
+            con.execute("CHECKPOINT")
+        os.replace(building, settings.warehouse)
+    finally:
+        building.unlink(missing_ok=True)
+    return {"published rows": removed}
+
+
+def _erase_exports(settings: Settings, customer_id: str) -> dict[str, int]:
+    removed = 0
+    with duckdb.connect() as con:
+        for path in sorted(settings.exports.glob("**/*.parquet")) + sorted(settings.exports.glob("campaigns/**/*.csv")):
+            reader = dialect.read_parquet(path) if path.suffix == ".parquet" else \
+                f"read_csv({dialect.quote(str(path))}, header = true, all_varchar = true)"
+            hits = con.execute(f"SELECT count(*) FROM {reader} WHERE customer_id = ?", [customer_id]).fetchone()[0]
+            if not hits:
+                continue
+            rewritten = path.with_name(f".{path.name}.erasing")
+            options = "(FORMAT parquet)" if path.suffix == ".parquet" else "(HEADER, DELIMITER ',')"
+            con.execute(f"COPY (SELECT * FROM {reader} WHERE customer_id <> ?) TO {dialect.quote(str(rewritten))}"
+                        f" {options}", [customer_id])
+            os.replace(rewritten, path)
+            removed += hits
+    return {"export rows": removed}
