@@ -184,6 +184,7 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
             LEFT JOIN (VALUES {priority}) AS p(source, rank) ON p.source = m.source)
         SELECT customer_id, {picks},
                min(registered_at) AS first_registered_at,
+               first(node_source ORDER BY registered_at NULLS LAST, node_source) AS acquisition_source,
                list(DISTINCT node_source ORDER BY node_source) AS sources
         FROM ranked GROUP BY customer_id ORDER BY customer_id""")
 

@@ -64,7 +64,7 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
                e.pseudonym AS email_pseudonym, {MASK_EMAIL_SQL.format(c='g.email_key')} AS email_masked,
                p.pseudonym AS phone_pseudonym,
                coalesce({MASK_PHONE_SQL.format(c='g.phone_e164')}, g.phone_masked_key) AS phone_masked,
-               g.gender, g.province, g.city, g.first_registered_at, g.email_opt_in, g.sms_opt_in,
+               g.gender, g.province, g.city, g.first_registered_at, g.acquisition_source, g.email_opt_in, g.sms_opt_in,
                g.member_id IS NOT NULL AS is_member, g.sources,
                (SELECT count(*) FROM work.identity.node_customer n WHERE n.customer_id = g.customer_id)
                    AS source_records
