@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
@@ -23,10 +24,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from rules.model import RuleSet, load_rules
+from warehouse.core_checks import check_core_tables
 from warehouse.features import compute_features
 from warehouse.identity import resolve_identities
 from warehouse.land import forget_lake, land
 from warehouse.publish import latest_published_as_of, publish
+from warehouse.quality import data_docs_index
 from warehouse.runs import RunRecord, finish_run, run_lock, start_run
 from warehouse.settings import Settings
 from warehouse.stage import stage
@@ -70,6 +73,11 @@ def features_task(settings: Settings, rules: RuleSet, as_of: date):
 @task(name="tags", cache_policy=NO_CACHE)
 def tags_task(settings: Settings, rules: RuleSet, as_of: date):
     return _in_work_db(settings, lambda con: apply_tags(con, settings, rules, as_of))
+
+
+@task(name="core_checks", cache_policy=NO_CACHE)
+def core_checks_task(settings: Settings, rules: RuleSet, run_id: str):
+    return _in_work_db(settings, lambda con: check_core_tables(con, settings, rules, run_id))
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -117,7 +125,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             for model, params in features.models.items():
                 logger.info("model %s fitted: %s", model, ", ".join(f"{k}={v:.4g}" for k, v in params.items()))
             tagged = _timed(record, "tags", lambda: tags_task(settings, rules, day))
-            record.warnings += landed.failures + validated.rejected + identity.warnings + tagged.warnings
+            checked = _timed(record, "core_checks", lambda: core_checks_task(settings, rules, run_id))
+            record.warnings += (landed.failures + validated.rejected + identity.warnings + tagged.warnings
+                                + checked.warnings)
             record.status = "degraded" if landed.failures or validated.rejected else "success"
             published = _timed(record, "publish", lambda: publish_task(settings, rules, record))
         except BaseException as exc:
@@ -128,19 +138,21 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     for warning in record.warnings:
         logger.warning(warning)
     logger.info("published %s (%s)", published.warehouse, record.status)
-    create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published),
+    create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published, data_docs_index(settings)),
                              description=f"tagwright nightly run for {day}")
     create_table_artifact(key="nightly-quality", table=_in_work_db(settings, lambda con: quality_summary(con, run_id)),
                           description=f"files landed and rows quarantined by run {run_id}")
     return {"run_id": run_id, "as_of": day.isoformat(), "status": record.status,
             "warehouse": str(published.warehouse), "export": str(published.export),
             "stage_seconds": record.stage_seconds, "row_counts": record.row_counts,
-            "tables": published.tables, "warnings": record.warnings}
+            "tables": published.tables, "warnings": record.warnings,
+            "data_docs": str(data_docs_index(settings))}
 
 
-def _summary_markdown(record: RunRecord, published) -> str:
+def _summary_markdown(record: RunRecord, published, data_docs: Path) -> str:
     lines = [f"# tagwright run {record.run_id}", "", f"as_of **{record.as_of}**, status **{record.status}**",
-             f"warehouse `{published.warehouse}`", "", "| stage | seconds | rows |", "| --- | --- | --- |"]
+             f"warehouse `{published.warehouse}`", f"Data Docs `{data_docs}`", "", "| stage | seconds | rows |",
+             "| --- | --- | --- |"]
     lines += [f"| {s} | {t} | {record.row_counts.get(s, '')} |" for s, t in record.stage_seconds.items()]
     lines += ["", "| table | rows |", "| --- | --- |"] + [f"| {t} | {n} |" for t, n in published.tables.items()]
     if record.warnings:

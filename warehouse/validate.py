@@ -1,16 +1,17 @@
 """Validate: Great Expectations suites per entity on each landed batch; bad rows to quarantine.
 
-GX runs through its pandas data source (its SQL source over DuckDB returns no rows, see
-DESIGN.md).  Each batch gets a synthetic ``_rid`` so rows with duplicated business keys stay
+The suites are the committed GX file context's ``<entity>_rows`` (warehouse/gx, see
+warehouse/quality.py): required values, value sets, ranges, email shape, no future or
+implausible dates, unique keys within the batch.  Each batch gets a synthetic ``_rid`` so rows with duplicated business keys stay
 distinguishable.  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
 failed expectation, with the offending value); the rest are written to the validated lake.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
 quarantined with that reason.  For every batch: rows_in = rows_loaded + rows_quarantined.
+Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_docs``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,59 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sources.entities import (EVENT_TYPES, INTERACTION_CHANNELS, INTERACTION_KINDS, ORDER_CHANNELS,
-                               ORDER_STATUSES)
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
+from warehouse.quality import QualityContext
 from warehouse.settings import Settings
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-import great_expectations as gx  # noqa: E402  (the variable above must be set first)
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-log = logging.getLogger(__name__)
-
-EMAIL_SHAPE = r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$"
-
-# Row-level expectations per entity: (expectation class name, kwargs).
-SUITES: dict[str, list[tuple[str, dict]]] = {
-    "customer_record": [
-        ("ExpectColumnValuesToNotBeNull", {"column": "source_customer_id"}),
-        ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
-        ("ExpectColumnValuesToMatchRegex", {"column": "email", "regex": EMAIL_SHAPE}),
-        ("ExpectColumnValuesToBeInSet", {"column": "gender", "value_set": ["M", "F"]}),
-    ],
-    "order": [
-        ("ExpectColumnValuesToNotBeNull", {"column": "order_id"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "ordered_at"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "amount"}),
-        ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
-        ("ExpectColumnValuesToBeBetween", {"column": "amount", "min_value": 0, "max_value": 10_000_000}),
-        ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": list(ORDER_STATUSES)}),
-        ("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": list(ORDER_CHANNELS)}),
-        ("ExpectColumnValuesToBeInSet", {"column": "currency", "value_set": ["CNY", "HKD", "USD"]}),
-    ],
-    "order_line": [
-        ("ExpectColumnValuesToNotBeNull", {"column": "order_id"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "line_no"}),
-        ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
-        ("ExpectColumnValuesToBeBetween", {"column": "quantity", "min_value": 0}),
-    ],
-    "event": [
-        ("ExpectColumnValuesToNotBeNull", {"column": "event_id"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "occurred_at"}),
-        ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
-        ("ExpectColumnValuesToBeInSet", {"column": "event_type", "value_set": list(EVENT_TYPES)}),
-    ],
-    "interaction": [
-        ("ExpectColumnValuesToNotBeNull", {"column": "interaction_id"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "occurred_at"}),
-        ("ExpectColumnValuesToBeNull", {"column": "_errors"}),
-        ("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": list(INTERACTION_CHANNELS)}),
-        ("ExpectColumnValuesToBeInSet", {"column": "kind", "value_set": list(INTERACTION_KINDS)}),
-        ("ExpectColumnValuesToBeBetween", {"column": "rating", "min_value": 0, "max_value": 5}),
-    ],
-}
+# Expectations on keys: a duplicate within one batch keeps its first row and sets the others aside.
+UNIQUENESS = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
 
 
 @dataclass
@@ -88,41 +44,44 @@ class ValidateResult:
         return self.rows_loaded
 
 
-class _Validator:
-    """One ephemeral GX context with a suite per entity, reused for every batch of a run."""
-
-    def __init__(self) -> None:
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = self.context.data_sources.add_pandas("landed").add_dataframe_asset("batch")
-        self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-        self.suites = {}
-        for entity, expectations in SUITES.items():
-            suite = gx.ExpectationSuite(name=f"{entity}_rows")
-            for class_name, kwargs in expectations:
-                suite.add_expectation(getattr(gx.expectations, class_name)(**kwargs))
-            self.suites[entity] = self.context.suites.add(suite)
-
-    def run(self, entity: str, frame: pd.DataFrame):
-        batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        return batch.validate(self.suites[entity], result_format={
-            "result_format": "COMPLETE", "unexpected_index_column_names": ["_rid"]})
-
-
 def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
     """Validation rows and quarantine findings (one per failing row and expectation)."""
     validations, findings = [], []
     for r in results.results:
-        kind, column = r.expectation_config.type, r.expectation_config.kwargs.get("column")
+        kwargs = r.expectation_config.kwargs
+        kind, column = r.expectation_config.type, kwargs.get("column") or ",".join(kwargs.get("column_list") or [])
         validations.append({"expectation": kind, "column": column, "success": bool(r.success),
                             "element_count": r.result.get("element_count"),
                             "unexpected_count": r.result.get("unexpected_count")})
-        for item in r.result.get("unexpected_index_list") or []:
-            rid = int(item["_rid"])
-            value = frame.at[rid, column] if column else None
-            findings.append({"_rid": rid, "expectation": kind, "column": column,
-                             "value": None if pd.isna(value) else str(value)})
+        columns = [c for c in column.split(",") if c]
+        items = r.result.get("unexpected_index_list") or []
+        if kind in UNIQUENESS:
+            items = _later_duplicates(items, columns)
+        for item in items:
+            values = [item.get(c, frame.at[int(item["_rid"]), c]) for c in columns]
+            shown = [None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v) for v in values]
+            findings.append({"_rid": int(item["_rid"]), "expectation": kind, "column": column or None,
+                             "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown)})
     return validations, findings
+
+
+def _later_duplicates(items: list[dict], columns: list[str]) -> list[dict]:
+    """Of the rows sharing a key, all but the first (a duplicated key keeps one row)."""
+    first: dict[tuple, int] = {}
+    for item in items:
+        key = tuple(str(item.get(c)) for c in columns)
+        first[key] = min(first.get(key, item["_rid"]), item["_rid"])
+    return [item for item in items if item["_rid"] != first[tuple(str(item.get(c)) for c in columns)]]
+
+
+def _suite_columns(suite) -> list[str]:
+    columns: dict[str, None] = {}
+    for expectation in suite.expectations:
+        kwargs = expectation.configuration.kwargs
+        for column in [kwargs.get("column"), *(kwargs.get("column_list") or [])]:
+            if column:
+                columns[column] = None
+    return list(columns)
 
 
 def _reason(f: dict, entity: str) -> str:
@@ -147,15 +106,17 @@ def _erased_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, source: str) -
             for rid, erasure in rows]
 
 
-def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, validator: _Validator,
+def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, quality: QualityContext,
                     load: dict, result: ValidateResult) -> None:
     table = pq.read_table(load["lake_path"])
     n = table.num_rows
     table = table.append_column("_rid", pa.array(range(n), pa.int64()))
-    checked = dict.fromkeys(k["column"] for _, k in SUITES[load["entity"]])
+    suite = quality.suite(f"{load['entity']}_rows")
+    checked = [c for c in _suite_columns(suite) if c not in ("_rid", "_row", "source_record_id")]
     frame = table.select(["_rid", "_row", "source_record_id", *checked]).to_pandas()
     frame.index = frame["_rid"]
-    validations, findings = _findings(validator.run(load["entity"], frame), frame)
+    results = quality.validate(suite, f"{load['file']}/{load['entity']}", frame, "_rid")
+    validations, findings = _findings(results, frame)
     bad_rids = sorted({f["_rid"] for f in findings})
     bad_share = len(bad_rids) / n if n else 0.0
     findings += _erased_rows(con, table, load["source"])
@@ -184,7 +145,7 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     con.register("validation_rows", pd.DataFrame(validations))
     con.execute("INSERT INTO ops.validations SELECT ?, ?, ?, ?, ?, expectation, \"column\", success,"
                 " element_count, unexpected_count FROM validation_rows",
-                [run_id, load["load_id"], load["source"], load["entity"], f"{load['entity']}_rows"])
+                [run_id, load["load_id"], load["source"], load["entity"], suite.name])
     con.unregister("validation_rows")
     keep = pc.invert(pc.is_in(table["_rid"], pa.array(bad_rids, pa.int64())))
     valid = table.filter(keep).drop_columns(["_rid"])
@@ -206,11 +167,12 @@ def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) ->
                           " WHERE status = 'landed' ORDER BY load_id").fetchdf().to_dict("records")
     if not pending:
         return result
-    validator = _Validator()
+    quality = QualityContext(settings, run_id)
     for load in pending:
         con.execute("BEGIN")
-        _validate_batch(con, settings, run_id, validator, load, result)
+        _validate_batch(con, settings, run_id, quality, load, result)
         con.execute("COMMIT")
+    quality.build_docs()
     unbalanced = con.execute("SELECT file, entity, rows_in, rows_loaded, rows_quarantined FROM ops.loads"
                              " WHERE status IN ('validated', 'rejected')"
                              " AND rows_in <> rows_loaded + rows_quarantined").fetchall()

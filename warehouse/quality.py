@@ -1,0 +1,106 @@
+"""Great Expectations for the whole pipeline: the committed file context and its Data Docs.
+
+``warehouse/gx/`` is a GX 1.x file context committed with the code: ``great_expectations.yml``
+and one suite per source entity (``<entity>_rows``) and per core table (``<table>_core``) in
+``expectations/``.  Each run copies it into ``<data dir>/restricted/gx/`` (the repository stays
+the single source of the suites; validation results and Data Docs, which quote offending
+values, stay in the owner-only area) and validates pandas batches through it: GX's SQL data
+source over DuckDB returns no rows (DESIGN.md).  Validation results are stored per run, so
+the Data Docs site lists every run.
+
+Suites use parameters the run fills in: ``earliest_timestamp``, ``latest_timestamp`` (now plus
+a day: no future dates), ``earliest_birth_date`` and ``today``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import date, datetime, timedelta, timezone
+from importlib.resources import files
+from pathlib import Path
+
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+import great_expectations as gx  # noqa: E402  (the variable above must be set first)
+
+from warehouse.settings import Settings  # noqa: E402
+
+EARLIEST_TIMESTAMP = pd.Timestamp("2000-01-01", tz="UTC")
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+
+
+def committed_context_dir() -> Path:
+    return Path(str(files("warehouse").joinpath("gx")))
+
+
+def suite_parameters(now: datetime | None = None) -> dict:
+    now = now or datetime.now(timezone.utc)
+    return {"earliest_timestamp": EARLIEST_TIMESTAMP, "latest_timestamp": pd.Timestamp(now + timedelta(days=1)),
+            "earliest_birth_date": EARLIEST_BIRTH_DATE, "today": now.date()}
+
+
+class QualityContext:
+    """The run's GX file context in the restricted area, with one pandas data source."""
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.run_id = run_id
+        settings.ensure_restricted()
+        root = settings.restricted
+        target = root / "gx"
+        committed = committed_context_dir()
+        (target / "expectations").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(committed / "great_expectations.yml", target / "great_expectations.yml")
+        for stale in (target / "expectations").glob("*.json"):
+            stale.unlink()
+        # Validation definitions name the batch definitions of the copied config: start afresh.
+        shutil.rmtree(target / "validation_definitions", ignore_errors=True)
+        for suite in committed.glob("expectations/*.json"):
+            shutil.copyfile(suite, target / "expectations" / suite.name)
+        self.context = gx.get_context(mode="file", project_root_dir=str(root))
+        self.source = self.context.data_sources.add_or_update_pandas("batches")
+        self.parameters = suite_parameters()
+        self.docs_index = data_docs_index(settings)
+
+    def suite(self, name: str, extra: list | None = None) -> gx.ExpectationSuite:
+        """A committed suite (or a new one the run derives), with ``extra`` expectations the run
+        derives from the rules; saved in the run's context so Data Docs show it."""
+        try:
+            suite = self.context.suites.get(name)
+        except gx.exceptions.DataContextError:
+            suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+        for expectation in extra or []:
+            suite.add_expectation(expectation)
+        return suite
+
+    def validate(self, suite: gx.ExpectationSuite, batch: str, frame: pd.DataFrame, index_column: str | None = None):
+        """Validate ``frame`` as the batch named ``batch`` (a file, a table); results are stored."""
+        asset_name = batch.replace("/", "__")
+        try:
+            asset = self.source.get_asset(asset_name)
+        except LookupError:
+            asset = self.source.add_dataframe_asset(asset_name)
+        definition = asset.add_batch_definition_whole_dataframe(f"{asset_name}-{self.run_id}-{suite.name}")
+        validation = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"{suite.name}:{asset_name}", data=definition, suite=suite))
+        result_format = {"result_format": "COMPLETE"}
+        if index_column:
+            result_format["unexpected_index_column_names"] = [index_column]
+        return validation.run(batch_parameters={"dataframe": frame}, expectation_parameters=self.parameters,
+                              result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id))
+
+    def build_docs(self) -> Path:
+        self.context.build_data_docs()
+        return self.docs_index
+
+
+def data_docs_index(settings: Settings) -> Path:
+    """The Data Docs site of every run (in the restricted area: it quotes offending values)."""
+    return settings.restricted / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def suite_names() -> list[str]:
+    return sorted(json.loads(p.read_text(encoding="utf-8"))["name"]
+                  for p in committed_context_dir().glob("expectations/*.json"))
