@@ -16,8 +16,9 @@ the same bytes:
 - ``planted.json``: customers with known behaviour that tests assert on.
 
 Traps: the same person in two or three sources, families sharing a phone, placeholder
-contacts (13800000000, test@test.com), a few bad values (unreadable dates, broken emails,
-negative order totals), and about 1% children under 14 (sensitive personal information).
+contacts (13800000000, test@test.com), a few bad values in every source (unreadable,
+impossible and future dates, broken emails, negative order totals, an order twice in one
+export), and about 1% children under 14 (sensitive personal information).
 """
 
 from __future__ import annotations
@@ -289,6 +290,8 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         t = g.end_dt - timedelta(hours=int(g.rng.integers(1, 24 * 60)))
         events.append({"event_id": f"A{k:08d}", "user_id": None, "anonymous_id": f"anon{k:06d}",
                        "type": "page_view", "ts": _iso_utc(t), "session_id": f"AS{k:07d}"})
+    if len(orders) > 300:
+        orders.insert(301, dict(orders[300]))  # the same order twice in one export: one copy is set aside
     _write_jsonl(folder / "users.jsonl", users)
     _write_jsonl(folder / "events.jsonl", events)
     _write_jsonl(folder / "orders.jsonl", orders)
@@ -318,6 +321,11 @@ def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> di
             for no, (sku, c, _, q, price) in enumerate(_lines(g, p.profile == "lapsed"), start=1):
                 lines_out.append([f"R{receipt:08d}", no, card, _mixed_phone(g, phone), stamp, store_id, sku, CATEGORIES[c][1], q,
                                   f"{price:.2f}", f"{q * price:.2f}", kind])
+    planted_cards = {p.card for p in people if p.planted}
+    future = next((r[0] for r in lines_out[len(lines_out) // 2:] if r[2] not in planted_cards), None)
+    for row in lines_out:
+        if row[0] == future:
+            row[4] = "2099/01/01 10:00"  # a till with a wrong clock: a future date validation sets aside
     _write_csv(folder / "members.csv", ["会员卡号", "姓名", "手机号", "性别", "生日", "省份", "城市", "入会时间", "短信订阅"],
                members, "gbk")
     _write_csv(folder / "pos_transactions.csv",
@@ -345,6 +353,10 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
                 rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, p.name, masked, p.province,
                              p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
+    planted_nicks = {r[3] for r in rows if any(r[4] == p.name and p.planted for p in people)}
+    broken = next((r for r in rows[len(rows) // 3:] if r[3] not in planted_nicks), None)
+    if broken is not None:
+        broken[8] = "2026-13-45 25:00:00"  # an impossible order time: the row is set aside with its reason
     header = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
               "商品编码", "商品类目", "购买数量", "商品单价", "实付金额", "订单状态"]
     cut = g.end_dt - timedelta(days=30)
@@ -408,6 +420,11 @@ def _write_crm(g: _Gen, out: Path, people: list[Person], truth: list) -> dict:
             created = p.registered.strftime("%Y-%m-%d %H:%M")
             fx.append([cid, p.name, p.phone, p.email if g.rng.random() < 0.5 else "", g.pick(["A", "B", "C"]),
                        p.province, p.city, created, created, g.pick(["张经理", "李主管"])])
+    if len(zoho) > 3:
+        zoho[1][7] = zoho[1][7][:5] + "02-30"  # a birthday that does not exist
+        zoho[2][5] = zoho[2][5].replace("@", " at ")  # a broken email
+    if len(fx) > 2:
+        fx[1][3] = "no-email-given"  # a broken email
     cases = _zoho_cases(np.random.default_rng(int(g.rng.integers(2**32))), g, [row[0] for row in zoho])
     _write_csv(out / "zoho_crm" / "Cases_export.csv",
                ["Record Id", "Case Number", "Contact Name Id", "Subject", "Case Origin", "Type", "Status",

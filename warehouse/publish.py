@@ -193,11 +193,20 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
 
 
 def _ops(con: duckdb.DuckDBPyConnection, record: RunRecord) -> None:
-    """The run ledger (with this run as it finishes) and the data-quality tables; quarantined
-    PII values are withheld."""
+    """The run ledger (with this run as it finishes), the data-quality tables, and which sources
+    are stale (a file of theirs was not loaded by this run); quarantined PII values are withheld."""
     for table in ("runs", "loads", "validations", "identity_changes", "erasures"):
         con.execute(f"CREATE TABLE ops.{table} AS SELECT * FROM work.ops.{table}")
     finish_run(con, record)
+    con.execute(f"""
+        CREATE TABLE analytics.source_status AS
+        SELECT source, {dialect.quote(record.run_id)} AS run_id,
+               count(*) FILTER (WHERE run_id = {dialect.quote(record.run_id)} AND status IN ('failed', 'rejected'))
+                   AS files_not_loaded_this_run,
+               files_not_loaded_this_run > 0 AS stale,
+               max(landed_at) FILTER (WHERE status = 'validated') AS last_loaded_at,
+               max(landed_at) AS last_delivery_at
+        FROM work.ops.loads GROUP BY source ORDER BY source""")
     pii = dialect.is_in('"column"', PII_COLUMNS)
     pii_error = " OR ".join(f"starts_with(reason, {dialect.quote(c + ':')})" for c in PII_COLUMNS)
     con.execute(f"""

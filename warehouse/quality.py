@@ -9,7 +9,8 @@ source over DuckDB returns no rows (DESIGN.md).  Validation results are stored p
 the Data Docs site lists every run.
 
 Suites use parameters the run fills in: ``earliest_timestamp``, ``latest_timestamp`` (now plus
-a day: no future dates), ``earliest_birth_date`` and ``today``.
+a day: no future dates), ``earliest_birth_date``, ``today``, and per batch ``min_rows`` (the
+row-count collapse gate).
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ class QualityContext:
             suite.add_expectation(expectation)
         return suite
 
-    def validate(self, suite: gx.ExpectationSuite, batch: str, frame: pd.DataFrame, index_column: str | None = None):
-        """Validate ``frame`` as the batch named ``batch`` (a file, a table); results are stored."""
+    def validate(self, suite: gx.ExpectationSuite, batch: str, frame: pd.DataFrame, index_column: str | None = None,
+                 **parameters):
+        """Validate ``frame`` as the batch named ``batch`` (a file, a table); results are stored.
+        ``parameters`` add to the run's suite parameters for this batch."""
         asset_name = batch.replace("/", "__")
         try:
             asset = self.source.get_asset(asset_name)
@@ -88,7 +91,8 @@ class QualityContext:
         result_format = {"result_format": "COMPLETE"}
         if index_column:
             result_format["unexpected_index_column_names"] = [index_column]
-        return validation.run(batch_parameters={"dataframe": frame}, expectation_parameters=self.parameters,
+        return validation.run(batch_parameters={"dataframe": frame},
+                              expectation_parameters={"min_rows": 0, **self.parameters, **parameters},
                               result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id))
 
     def build_docs(self) -> Path:

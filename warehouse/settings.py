@@ -9,6 +9,7 @@
 | TAGWRIGHT_PHONE_REGION | CN | default region for phones written without a country code |
 | TAGWRIGHT_PII_KEY | (generated) | HMAC key for pseudonyms; else a key file created owner-only |
 | TAGWRIGHT_MAX_BAD_SHARE | 0.2 | a file with a larger share of bad rows is not loaded |
+| TAGWRIGHT_MIN_ROW_SHARE | 0.5 | a file delivered again under its name with fewer rows than this share of its previous delivery is not loaded |
 | TAGWRIGHT_MEMORY_LIMIT | 4GB | DuckDB memory limit; larger work spills to disk |
 | TAGWRIGHT_HISTORY_RETENTION_DAYS | 1095 | tag history, changes and stats older than this are dropped |
 | TAGWRIGHT_COVERAGE_ALERT | 0.1 | a tag whose coverage moves more than this (share of customers) since the last run is a warning |
@@ -30,6 +31,7 @@ class Settings:
     phone_region: str = "CN"
     pii_key: str | None = None
     max_bad_share: float = 0.2
+    min_row_share: float = 0.5
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
     coverage_alert: float = 0.1
@@ -45,6 +47,7 @@ class Settings:
             phone_region=os.environ.get("TAGWRIGHT_PHONE_REGION", "CN"),
             pii_key=os.environ.get("TAGWRIGHT_PII_KEY"),
             max_bad_share=float(os.environ.get("TAGWRIGHT_MAX_BAD_SHARE", "0.2")),
+            min_row_share=float(os.environ.get("TAGWRIGHT_MIN_ROW_SHARE", "0.5")),
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
             history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
             coverage_alert=float(os.environ.get("TAGWRIGHT_COVERAGE_ALERT", "0.1")),

@@ -29,11 +29,13 @@ from warehouse.settings import Settings
 
 LAKE_COLUMNS = [("source", pa.string()), ("_file", pa.string()), ("_load_id", pa.int64())]
 
+# The domain and local part by regexp_extract: DuckDB 2.0 fails to bind split_part(...) = '...'
+# on a column that is NULL in every row (a deployment whose sources carry no email).
 EMAIL_KEY = """
 CASE WHEN regexp_matches(lower(trim(email)), '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$') THEN
-    CASE WHEN split_part(lower(trim(email)), '@', 2) IN ('gmail.com', 'googlemail.com')
-         THEN replace(split_part(split_part(lower(trim(email)), '@', 1), '+', 1), '.', '') || '@gmail.com'
-         ELSE split_part(split_part(lower(trim(email)), '@', 1), '+', 1) || '@' || split_part(lower(trim(email)), '@', 2)
+    CASE WHEN regexp_extract(lower(trim(email)), '@(.+)$', 1) IN ('gmail.com', 'googlemail.com')
+         THEN replace(regexp_extract(lower(trim(email)), '^([^@+]*)', 1), '.', '') || '@gmail.com'
+         ELSE regexp_extract(lower(trim(email)), '^([^@+]*)', 1) || '@' || regexp_extract(lower(trim(email)), '@(.+)$', 1)
     END
 END"""
 

@@ -12,6 +12,7 @@ Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,14 @@ def _reason(f: dict, entity: str) -> str:
             "correct the source row or extend the suite if the value is legitimate")
 
 
+def _previous_delivery_rows(con: duckdb.DuckDBPyConnection, load: dict) -> int | None:
+    """Rows of the last loaded delivery of the same file name and entity (None: first delivery)."""
+    rows = con.execute("""SELECT rows_in FROM ops.loads WHERE source = ? AND file = ? AND entity = ? AND load_id < ?
+                          AND status = 'validated' ORDER BY load_id DESC LIMIT 1""",
+                       [load["source"], load["file"], load["entity"], load["load_id"]]).fetchall()
+    return rows[0][0] if rows else None
+
+
 def _erased_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, source: str) -> list[dict]:
     """Rows of people erased with ``tagwright forget``: set aside (value withheld) when a source
     delivers them again; they do not count towards the file's bad-row share."""
@@ -115,16 +124,26 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     checked = [c for c in _suite_columns(suite) if c not in ("_rid", "_row", "source_record_id")]
     frame = table.select(["_rid", "_row", "source_record_id", *checked]).to_pandas()
     frame.index = frame["_rid"]
-    results = quality.validate(suite, f"{load['file']}/{load['entity']}", frame, "_rid")
+    previous = _previous_delivery_rows(con, load)
+    min_rows = math.ceil(previous * settings.min_row_share) if previous else 0
+    results = quality.validate(suite, f"{load['file']}/{load['entity']}", frame, "_rid", min_rows=min_rows)
     validations, findings = _findings(results, frame)
     bad_rids = sorted({f["_rid"] for f in findings})
     bad_share = len(bad_rids) / n if n else 0.0
     findings += _erased_rows(con, table, load["source"])
     bad_rids = sorted({f["_rid"] for f in findings})
-    if n and bad_share > settings.max_bad_share:
+    reason = None
+    if n < min_rows:
+        reason = (f"file rejected: {n} rows where its previous delivery under this name had {previous} "
+                  f"(fewer than TAGWRIGHT_MIN_ROW_SHARE={settings.min_row_share:g} of them: a truncated export?); "
+                  "deliver the complete export, or raise the share if the drop is real")
+        gate = "batch_row_count_collapse"
+    elif n and bad_share > settings.max_bad_share:
         reason = (f"file rejected: {bad_share:.0%} of its rows fail validation (threshold "
                   f"{settings.max_bad_share:.0%}); fix the export and deliver it again")
-        findings = findings + [{"_rid": rid, "expectation": "batch_bad_share", "column": None, "value": None,
+        gate = "batch_bad_share"
+    if reason:
+        findings = findings + [{"_rid": rid, "expectation": gate, "column": None, "value": None,
                                 "reason": reason} for rid in range(n)]
         bad_rids = list(range(n))
         status = "rejected"

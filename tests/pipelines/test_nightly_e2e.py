@@ -63,6 +63,23 @@ def test_every_input_row_is_loaded_or_quarantined(published):
                            ).fetchone()[0] == 0
 
 
+def test_every_run_has_data_docs_and_core_checks(published):
+    result, data = published
+    docs = data / "restricted" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    assert result["data_docs"] == str(docs / "index.html") and (docs / "index.html").exists()
+    pages = {p.parts[len(docs.parts) + 1] for p in (docs / "validations").rglob("*.html")}
+    assert {"order_rows", "customer_record_rows", "customers_core", "customer_tags_core", "orders_core"} <= pages
+    assert result["run_id"] in (docs / "index.html").read_text(encoding="utf-8")
+    with duckdb.connect(result["warehouse"], read_only=True) as con:
+        core = con.execute("SELECT suite, bool_and(success) FROM ops.validations WHERE source = 'pipeline'"
+                           " GROUP BY suite ORDER BY suite").fetchall()
+        flaws = {r[0] for r in con.execute("SELECT DISTINCT source FROM ops.quarantine").fetchall()}
+    assert core == [("customer_tags_core", True), ("customers_core", True), ("orders_core", True),
+                    ("tag_coverage_core", True)]
+    assert flaws == {"web", "store", "marketplace", "zoho_crm", "fxiaoke"}  # the sample plants flaws everywhere
+    assert "core_checks" in result["stage_seconds"]
+
+
 def test_a_file_delivered_twice_is_skipped(published):
     result, _ = published
     with duckdb.connect(result["warehouse"], read_only=True) as con:

@@ -100,6 +100,8 @@ def test_a_broken_source_file_degrades_the_run_but_the_others_publish(prefect_ha
         status, warnings = con.execute("SELECT status, warnings FROM ops.runs").fetchone()
         failed = con.execute("SELECT file, message FROM ops.loads WHERE status = 'failed'").fetchall()
         assert con.execute("SELECT count(*) FROM analytics.customer_tags").fetchone()[0] > 1000
+        stale = con.execute("SELECT source FROM analytics.source_status WHERE stale").fetchall()
+    assert stale == [("store",)]
     assert status == "degraded" and "members_extra.csv" in warnings
     assert failed[0][0] == "store/members_extra.csv" and "not valid gbk" in failed[0][1]
     with get_client(sync_client=True) as client:

@@ -27,11 +27,20 @@ def _user(**fields) -> str:
     return json.dumps({**base, **fields}, ensure_ascii=False)
 
 
-def _orders(second_total) -> bytes:
-    """Two web orders: a good one, and one whose total is ``second_total``."""
-    orders = [{"order_id": f"W{i}", "user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": total,
-               "currency": "CNY", "status": "paid", "items": []} for i, total in ((1, 12.5), (2, second_total))]
+def _orders(second_total, second_id: str = "W2", second_time: str = "2026-11-20T10:00:00Z") -> bytes:
+    """Two web orders: a good one, and one whose total, id or time is given."""
+    orders = [{"order_id": order_id, "user_id": "U1", "created_at": created, "total": total,
+               "currency": "CNY", "status": "paid", "items": []}
+              for order_id, total, created in (("W1", 12.5, "2026-11-20T10:00:00Z"),
+                                               (second_id, second_total, second_time))]
     return "".join(json.dumps(o) + "\n" for o in orders).encode()
+
+
+POS_HEADER = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型"
+
+
+def _pos(*lines: str) -> bytes:
+    return (POS_HEADER + "\n" + "\n".join(lines) + "\n").encode("gbk")
 
 
 # (description, inbox path, bytes, expected: ("failed", words in the message) or
@@ -65,6 +74,17 @@ CASES = [
      (_user(real_name="王\x07芳😀\x00") + "\n").encode(), ("loaded", 1, 1, [])),
     ("negative amount", "web/orders.jsonl", _orders(-5), ("loaded", 2, 1, ["amount"])),
     ("non-numeric amount", "web/orders.jsonl", _orders("twelve"), ("loaded", 2, 1, ["_errors", "amount"])),
+    ("future dates", "web/orders.jsonl", _orders(9.5, second_time="2099-01-01T00:00:00Z"),
+     ("loaded", 2, 1, ["ordered_at"])),
+    ("amounts with currency symbols and thousands separators", "store/pos_transactions.csv",
+     _pos("R1,1,M1,13812345678,2026/11/20 10:00,S001,SKU1,服饰,1,\"￥1,299.00\",\"￥1,299.00\",销售"),
+     ("loaded", 1, 1, [])),
+    ("non-numeric line ids", "store/pos_transactions.csv",
+     _pos("R1,1,M1,13812345678,2026/11/20 10:00,S001,SKU1,服饰,1,9.90,9.90,销售",
+          "R2,一,M1,13812345678,2026/11/20 11:00,S001,SKU2,食品,1,5.00,5.00,销售"),
+     ("loaded", 2, 1, ["_errors", "line_no"])),
+    ("a key twice in one file (the first row stays)", "web/orders.jsonl", _orders(12.5, second_id="W1"),
+     ("loaded", 2, 1, ["order_id"])),
     ("a 10 MB single line", "web/users.jsonl", (_user(nickname="x" * 10_000_000) + "\n").encode(),
      ("loaded", 1, 1, [])),
     ("a file whose rows all fail", "web/users.jsonl",

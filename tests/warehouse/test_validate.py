@@ -39,3 +39,70 @@ def test_a_file_mostly_bad_is_rejected_whole_and_every_row_accounted(settings):
         reasons = {r[0] for r in con.execute("SELECT reason FROM ops.quarantine WHERE expectation = 'batch_bad_share'"
                                              ).fetchall()}
         assert len(reasons) == 1 and "file rejected: 100% of its rows fail validation" in reasons.pop()
+
+
+def test_a_collapsed_redelivery_under_the_same_name_is_not_loaded(settings):
+    members = [{"会员卡号": f"M{i}", "姓名": "张三", "手机号": f"1381234{i:04d}"} for i in range(10)]
+    write_store_members(settings.inbox, members)
+    run_through_identity(settings, "r1")
+    write_store_members(settings.inbox, members[:3])  # the same export, cut short
+    run_through_identity(settings, "r2")
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        loads = con.execute("SELECT run_id, status, rows_in, rows_loaded, rows_quarantined FROM ops.loads"
+                            " ORDER BY load_id").fetchall()
+        reason = con.execute("SELECT DISTINCT reason FROM ops.quarantine WHERE expectation = 'batch_row_count_collapse'"
+                             ).fetchall()
+        staged = con.execute("SELECT count(*) FROM stage.customer_records").fetchone()[0]
+    assert loads == [("r1", "validated", 10, 10, 0), ("r2", "rejected", 3, 0, 3)]
+    assert "3 rows where its previous delivery under this name had 10" in reason[0][0]
+    assert staged == 10  # the earlier complete delivery still stands
+
+
+def test_the_committed_gx_file_context_loads_and_matches_the_entity_contract(tmp_path):
+    import shutil
+
+    import great_expectations as gx
+
+    from sources.entities import EVENT_TYPES, INTERACTION_CHANNELS, INTERACTION_KINDS, ORDER_CHANNELS, ORDER_STATUSES
+    from warehouse.quality import committed_context_dir, suite_names
+
+    shutil.copytree(committed_context_dir(), tmp_path / "gx")
+    context = gx.get_context(mode="file", project_root_dir=str(tmp_path))
+    assert sorted(s.name for s in context.suites.all()) == suite_names()
+    assert {"customer_record_rows", "order_rows", "order_line_rows", "event_rows", "interaction_rows",
+            "customers_core", "orders_core", "customer_tags_core"} <= set(suite_names())
+    sets = {(s.name, e.configuration.kwargs["column"]): set(e.configuration.kwargs["value_set"])
+            for s in context.suites.all() for e in s.expectations if "value_set" in e.configuration.kwargs}
+    assert sets[("order_rows", "status")] == set(ORDER_STATUSES)
+    assert sets[("order_rows", "channel")] == set(ORDER_CHANNELS)
+    assert sets[("event_rows", "event_type")] == set(EVENT_TYPES)
+    assert sets[("interaction_rows", "channel")] == set(INTERACTION_CHANNELS)
+    assert sets[("interaction_rows", "kind")] == set(INTERACTION_KINDS)
+
+
+def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
+    import pytest
+
+    from rules.model import load_rules
+    from warehouse.core_checks import check_core_tables
+    from warehouse.errors import StageError
+    from warehouse.workdb import open_work_db
+
+    write_web_users(settings.inbox, [{"user_id": f"U{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    run_through_identity(settings)
+    con = open_work_db(settings)
+    try:
+        con.execute("CREATE TABLE features.customer_features AS SELECT customer_id FROM identity.golden")
+        con.execute("""CREATE TABLE tags.customer_tags AS
+                       SELECT customer_id, 'churn_risk' AS tag, 'extreme' AS value, NULL::DOUBLE AS score
+                       FROM identity.golden""")
+        with pytest.raises(StageError) as failed:
+            check_core_tables(con, settings, load_rules(), "r1")
+        recorded = con.execute("SELECT suite, expectation, success FROM ops.validations WHERE source = 'pipeline'"
+                               " AND NOT success ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    assert "expect_column_values_to_be_in_set on value for tag churn_risk" in str(failed.value)
+    assert "extreme" in str(failed.value) and "nothing was published" in str(failed.value)
+    assert ("customer_tags_core", "expect_column_values_to_be_in_set", False) in recorded
+    assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
