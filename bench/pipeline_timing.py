@@ -46,6 +46,7 @@ def main() -> None:
 
     from rules.model import load_rules
     from sources.sample import generate
+    from warehouse.core_checks import check_core_tables
     from warehouse.features import compute_features
     from warehouse.identity import resolve_identities
     from warehouse.land import land
@@ -76,6 +77,7 @@ def main() -> None:
         ("resolve_identities", lambda: resolve_identities(con, "bench")),
         ("features", lambda: compute_features(con, settings, rules, full_day)),
         ("tags", lambda: apply_tags(con, settings, rules, full_day)),
+        ("core_checks", lambda: check_core_tables(con, settings, rules, "bench")),
     ]
     results = {}
     for name, call in stages:
@@ -83,6 +85,7 @@ def main() -> None:
         outcome = call()
         results[name] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
                          "rows": outcome.row_count}
+    orders = con.execute("SELECT count(*) FROM stage.orders").fetchall()[0][0]
     con.close()
     wall, cpu = time.perf_counter(), time.process_time()
     published = publish(settings, rules, record)
@@ -101,6 +104,11 @@ def main() -> None:
         "customers": args.customers, "days": args.days, "seed": args.seed, "sample": sample,
         "generate_s": round(generate_seconds, 2), "stages": results,
         "full_run_stages_total_s": round(sum(r["wall_s"] for r in results.values()), 2),
+        "orders": orders,
+        # What validating costs next to the stages it guards (everything else in the run).
+        "validation_overhead": round((results["validate"]["wall_s"] + results["core_checks"]["wall_s"])
+                                     / sum(r["wall_s"] for n, r in results.items() if n not in ("validate", "core_checks")),
+                                     3),
         "incremental_flow_wall_s": round(flow_seconds, 2),
         "incremental_stages_total_s": round(sum(flow_result["stage_seconds"].values()), 2),
         "incremental_stage_seconds": flow_result["stage_seconds"],
