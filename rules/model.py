@@ -131,10 +131,6 @@ class Tag:
         return self.rule.values
 
     @property
-    def cases(self) -> tuple[Case, ...]:
-        return getattr(self.rule, "cases", ())
-
-    @property
     def kind(self) -> str:
         return type(self.rule).__name__
 

@@ -353,8 +353,8 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
                 rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, p.name, masked, p.province,
                              p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
-    planted_nicks = {r[3] for r in rows if any(r[4] == p.name and p.planted for p in people)}
-    broken = next((r for r in rows[len(rows) // 3:] if r[3] not in planted_nicks), None)
+    planted_names = {p.name for p in people if p.planted}
+    broken = next((r for r in rows[len(rows) // 3:] if r[4] not in planted_names), None)
     if broken is not None:
         broken[8] = "2026-13-45 25:00:00"  # an impossible order time: the row is set aside with its reason
     header = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",

@@ -80,3 +80,16 @@ def published(prefect_harness, sample_inbox, tmp_path_factory):
     result = nightly(as_of=AS_OF.isoformat())
     mp.undo()
     return result, data
+
+
+@pytest.fixture()
+def published_copy(published, tmp_path, monkeypatch) -> Path:
+    """A private copy of the published data directory, set as TAGWRIGHT_DATA_DIR (tests may change it)."""
+    import shutil
+
+    _, data = published
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    monkeypatch.setenv("TAGWRIGHT_DATA_DIR", str(copy))
+    monkeypatch.setenv("TAGWRIGHT_PII_KEY", "test-key-not-secret")
+    return copy

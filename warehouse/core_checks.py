@@ -58,14 +58,16 @@ def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules:
                       quality: QualityContext | None = None) -> CoreCheckResult:
     quality = quality or QualityContext(settings, run_id)
     frames = {
-        "customers_core": (con.sql("SELECT customer_id FROM identity.golden").df(), []),
-        "orders_core": (con.sql("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
-                                   LEFT JOIN identity.node_customer m USING (source, source_customer_id)""").df(), []),
-        "customer_tags_core": (con.sql("""SELECT tag, value, count(*) AS rows, count(DISTINCT customer_id) AS customers
-                                          FROM tags.customer_tags GROUP BY ALL""").df(), _tag_expectations(rules)),
+        "customers_core": (con.execute("SELECT customer_id FROM identity.golden").fetchdf(), []),
+        "orders_core": (con.execute("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
+                                       LEFT JOIN identity.node_customer m USING (source, source_customer_id)""").fetchdf(),
+                        []),
+        "customer_tags_core": (con.execute("""SELECT tag, value, count(*) AS rows, count(DISTINCT customer_id) AS customers
+                                              FROM tags.customer_tags GROUP BY ALL""").fetchdf(),
+                               _tag_expectations(rules)),
     }
-    coverage = con.sql("""SELECT t.tag, count(*) / (SELECT count(*) FROM features.customer_features) AS coverage
-                          FROM tags.customer_tags t GROUP BY t.tag""").df()
+    coverage = con.execute("""SELECT t.tag, count(*) / (SELECT count(*) FROM features.customer_features) AS coverage
+                              FROM tags.customer_tags t GROUP BY t.tag""").fetchdf()
     active = pd.DataFrame({"tag": [t.id for t in rules.active_tags]})
     frames["tag_coverage_core"] = (active.merge(coverage, on="tag", how="left").fillna({"coverage": 0.0}),
                                    _coverage_expectations(rules))

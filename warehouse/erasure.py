@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from warehouse import dialect
 from warehouse.errors import StageError
@@ -84,7 +85,7 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
                              SEMI JOIN gone USING (source, source_customer_id)""")
         # Derived copies first, the work file last: if anything fails, the customer is still in the
         # work file and running the same command again finishes the job.
-        records = con.sql("SELECT source, record_id FROM gone_records").to_arrow_table()
+        records = con.execute("SELECT source, record_id FROM gone_records").fetchdf()
         removed = _erase_published(settings, customer_id, records)
         removed.update(_erase_exports(settings, customer_id))
         removed.update(_erase_lake(con, settings))
@@ -160,7 +161,7 @@ def _inbox_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str
             if (settings.inbox / r[0]).exists()]
 
 
-def _erase_published(settings: Settings, customer_id: str, records) -> dict[str, int]:
+def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame) -> dict[str, int]:
     if not settings.warehouse.exists():
         return {}
     building = settings.warehouse.with_name(f".{settings.warehouse.name}.erasing")

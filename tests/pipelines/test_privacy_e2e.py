@@ -3,7 +3,6 @@ area, campaign exports with pseudonyms, and erasure of a person from every layer
 
 from __future__ import annotations
 
-import shutil
 import stat
 
 import duckdb
@@ -31,22 +30,12 @@ def _raw_contacts(sample_inbox) -> set[str]:
     return {r[0] for r in rows}
 
 
-@pytest.fixture()
-def own_copy(published, tmp_path, monkeypatch):
-    _, data = published
-    copy = tmp_path / "data"
-    shutil.copytree(data, copy)
-    monkeypatch.setenv("TAGWRIGHT_DATA_DIR", str(copy))
-    monkeypatch.setenv("TAGWRIGHT_PII_KEY", "test-key-not-secret")
-    return copy
-
-
-def test_nothing_analysts_can_read_holds_a_raw_email_or_phone(own_copy, sample_inbox):
+def test_nothing_analysts_can_read_holds_a_raw_email_or_phone(published_copy, sample_inbox):
     needles = _raw_contacts(sample_inbox)
     assert len(needles) > 100
     assert runner.invoke(app, ["export", "--tag", "churn_risk", "--value", "high"]).exit_code == 0
-    assert runner.invoke(app, ["report", "--out", str(own_copy / "reports" / "report.html")]).exit_code == 0
-    readable = [p for p in own_copy.rglob("*") if p.is_file() and "restricted" not in p.parts
+    assert runner.invoke(app, ["report", "--out", str(published_copy / "reports" / "report.html")]).exit_code == 0
+    readable = [p for p in published_copy.rglob("*") if p.is_file() and "restricted" not in p.parts
                 and "inbox" not in p.parts and not p.name.startswith(".")]
     assert {p.suffix for p in readable} >= {".duckdb", ".parquet", ".csv", ".html"}
     with duckdb.connect() as con:
@@ -70,23 +59,23 @@ def test_nothing_analysts_can_read_holds_a_raw_email_or_phone(own_copy, sample_i
             else:
                 content = path.read_text(encoding="utf-8", errors="ignore")
                 leaked = {n for n in needles if n in content}
-            assert not leaked, f"{path.relative_to(own_copy)} leaks {sorted(leaked)[:3]}"
+            assert not leaked, f"{path.relative_to(published_copy)} leaks {sorted(leaked)[:3]}"
 
 
-def test_raw_personal_data_lives_only_in_the_owner_only_restricted_area(own_copy):
+def test_raw_personal_data_lives_only_in_the_owner_only_restricted_area(published_copy):
     settings = Settings.from_env()
     assert stat.S_IMODE(settings.restricted.stat().st_mode) == 0o700
     assert settings.work_db.parent == settings.restricted and settings.lake.parent == settings.restricted
     assert settings.pii_key  # the tests give the key by configuration, so no key file is written
-    assert not (own_copy / "work.duckdb").exists() and not (own_copy / "lake").exists()
+    assert not (published_copy / "work.duckdb").exists() and not (published_copy / "lake").exists()
 
 
-def test_a_campaign_export_holds_exactly_the_customers_with_the_value(own_copy):
+def test_a_campaign_export_holds_exactly_the_customers_with_the_value(published_copy):
     result = runner.invoke(app, ["export", "--tag", "rfm_segment", "--value", "Can't Lose Them"])
     assert result.exit_code == 0, result.output
-    path = own_copy / "exports" / "campaigns" / "rfm_segment=Can_t_Lose_Them" / f"customers_{AS_OF}.csv"
+    path = published_copy / "exports" / "campaigns" / "rfm_segment=Can_t_Lose_Them" / f"customers_{AS_OF}.csv"
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    with duckdb.connect(str(own_copy / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(published_copy / "warehouse.duckdb"), read_only=True) as con:
         exported = con.execute(f"SELECT list(customer_id ORDER BY customer_id), list(DISTINCT value) FROM "
                                f"read_csv('{path}', header = true)").fetchone()
         expected = con.execute("SELECT list(customer_id ORDER BY customer_id) FROM analytics.customer_tags"
@@ -98,7 +87,7 @@ def test_a_campaign_export_holds_exactly_the_customers_with_the_value(own_copy):
     assert wrong.exit_code == 2 and "use one of: high, low, medium" in wrong.output
 
 
-def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them_back(prefect_harness, own_copy):
+def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them_back(prefect_harness, published_copy):
     settings = Settings.from_env()
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         customer, records = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids

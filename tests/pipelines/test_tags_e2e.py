@@ -66,19 +66,8 @@ def test_recent_complaint_comes_from_complaints_and_returns_in_90_days(published
     assert flagged == expected and flagged
 
 
-@pytest.fixture()
-def own_copy(published, tmp_path, monkeypatch):
-    """A private copy of the published data directory, used as TAGWRIGHT_DATA_DIR."""
-    _, data = published
-    copy = tmp_path / "data"
-    shutil.copytree(data, copy)
-    monkeypatch.setenv("TAGWRIGHT_DATA_DIR", str(copy))
-    monkeypatch.setenv("TAGWRIGHT_PII_KEY", "test-key-not-secret")
-    return copy
-
-
-def test_overrides_reach_the_next_run_with_an_audit_trail(prefect_harness, own_copy, tmp_path, monkeypatch):
-    warehouse = own_copy / "warehouse.duckdb"
+def test_overrides_reach_the_next_run_with_an_audit_trail(prefect_harness, published_copy, tmp_path, monkeypatch):
+    warehouse = published_copy / "warehouse.duckdb"
     with duckdb.connect(str(warehouse), read_only=True) as con:
         a, b, c = [r[0] for r in con.execute("SELECT customer_id FROM analytics.customer_tags WHERE tag = 'value_tier'"
                                              " AND value = 'potential' ORDER BY customer_id LIMIT 3").fetchall()]
@@ -116,7 +105,7 @@ def test_overrides_reach_the_next_run_with_an_audit_trail(prefect_harness, own_c
     assert "case " in explained.output  # other tags show the rule case that fired
 
 
-def test_rules_diff_counts_the_customers_an_edit_would_move(own_copy, tmp_path):
+def test_rules_diff_counts_the_customers_an_edit_would_move(published_copy, tmp_path):
     edited = tmp_path / "rules"
     shutil.copytree(rules_dir(), edited, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     path = edited / "activity_level.yaml"
@@ -125,12 +114,12 @@ def test_rules_diff_counts_the_customers_an_edit_would_move(own_copy, tmp_path):
     unchanged = diff_rules(Settings.from_env(), load_rules())
     assert unchanged.moves == []
     result = diff_rules(Settings.from_env(), load_rules(edited))
-    with duckdb.connect(str(own_copy / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(published_copy / "warehouse.duckdb"), read_only=True) as con:
         expected = con.execute("SELECT count(*) FROM analytics.customer_features"
                                " WHERE active_days_30 BETWEEN 10 AND 14").fetchone()[0]
     assert expected > 0
     assert result.moves == [("activity_level", "medium", "high", expected)]
-    with duckdb.connect(str(own_copy / "warehouse.duckdb"), read_only=True) as con:  # nothing was published
+    with duckdb.connect(str(published_copy / "warehouse.duckdb"), read_only=True) as con:  # nothing was published
         assert con.execute("SELECT count(*) FROM analytics.customer_tags WHERE tag = 'activity_level'"
                            " AND value = 'high'").fetchone()[0] == con.execute(
             "SELECT count(*) FROM analytics.customer_features WHERE active_days_30 >= 15").fetchone()[0]
