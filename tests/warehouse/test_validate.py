@@ -106,3 +106,39 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert "extreme" in str(failed.value) and "nothing was published" in str(failed.value)
     assert ("customer_tags_core", "expect_column_values_to_be_in_set", False) in recorded
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
+
+
+def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings):
+    import json
+
+    settings = replace(settings, max_bad_share=0.95)
+    good = {"user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10, "currency": "CNY", "status": "paid",
+            "items": []}
+    rows = [  # (what is wrong, the order, the column that names it in quarantine)
+        ("nothing", {"order_id": "W1"}, None),
+        ("nothing", {"order_id": "W2", "total": "¥1,299.00"}, None),
+        ("negative amount", {"order_id": "W3", "total": -5}, "amount"),
+        ("non-numeric amount", {"order_id": "W4", "total": "ten"}, "_errors"),
+        ("future date", {"order_id": "W5", "created_at": "2099-01-01T00:00:00Z"}, "ordered_at"),
+        ("implausible date", {"order_id": "W6", "created_at": "1970-01-01T00:00:00Z"}, "ordered_at"),
+        ("unreadable date", {"order_id": "W7", "created_at": "yesterday"}, "_errors"),
+        ("missing key", {"order_id": None}, "order_id"),
+        ("key twice", {"order_id": "W1"}, "order_id"),
+        ("unknown status", {"order_id": "W10", "status": "lost"}, "status"),
+        ("unknown currency", {"order_id": "W11", "currency": "XYZ"}, "currency"),
+    ]
+    folder = settings.inbox / "web"
+    folder.mkdir(parents=True)
+    (folder / "orders.jsonl").write_text("".join(json.dumps({**good, **order}, ensure_ascii=False) + "\n"
+                                                 for _, order, _ in rows), encoding="utf-8")
+    run_through_identity(settings)
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        load = con.execute("SELECT status, rows_in, rows_loaded, rows_quarantined FROM ops.loads"
+                           " WHERE entity = 'order'").fetchone()
+        named = con.execute("""SELECT "row", list(DISTINCT "column") FROM ops.quarantine WHERE entity = 'order'
+                               GROUP BY "row" ORDER BY "row" """).fetchall()
+        loaded = [r[0] for r in con.execute("SELECT order_id FROM stage.orders ORDER BY 1").fetchall()]
+    bad = [(i, column) for i, (_, _, column) in enumerate(rows, start=1) if column]
+    assert load == ("validated", len(rows), len(rows) - len(bad), len(bad))
+    assert [(r, c) for r, columns in named for c in columns if c == dict(bad)[r]] == bad
+    assert loaded == ["W1", "W2"]
