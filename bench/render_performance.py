@@ -1,8 +1,9 @@
-"""Render the measured table of docs/performance.md from bench/results/pipeline-*.json.
+"""Render the measured tables of docs/performance.md from bench/results/*.json.
 
     .venv/bin/python bench/render_performance.py
 
-Replaces the lines between the two ``<!-- measured -->`` markers in docs/performance.md.
+Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json) and the two
+``<!-- identity -->`` markers (identity-*.json) in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "core_checks", "publish"]
 MARK = "<!-- measured -->"
+IDENTITY_MARK = "<!-- identity -->"
 
 
 def table() -> str:
@@ -37,11 +39,30 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def identity_table() -> str:
+    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("identity-*.json")),
+                     key=lambda r: r["customers"])
+    lines = ["| people generated | source records | resolved customers | pairwise P / R / F1 | B-cubed P / R / F1 "
+             "| largest cluster | resolve_identities s | measured |", "| --- " * 8 + "|"]
+    for r in results:
+        pw, bc = r["pairwise"], r["bcubed"]
+        lines.append(f"| {r['customers']:,} | {r['source_records']:,} | {r['resolved_customers']:,} "
+                     f"| {pw['precision']:.3f} / {pw['recall']:.3f} / {pw['f1']:.3f} "
+                     f"| {bc['precision']:.3f} / {bc['recall']:.3f} / {bc['f1']:.3f} | {r['largest_cluster']} "
+                     f"| {r['resolve_identities_s']:.2f} | {r['measured_on']} |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, mark: str, content: str) -> str:
+    head, _, rest = text.partition(mark)
+    _, _, tail = rest.partition(mark)
+    return f"{head}{mark}\n{content}\n{mark}{tail}"
+
+
 def main() -> None:
     doc = ROOT / "docs" / "performance.md"
-    head, _, rest = doc.read_text(encoding="utf-8").partition(MARK)
-    _, _, tail = rest.partition(MARK)
-    doc.write_text(f"{head}{MARK}\n{table()}\n{MARK}{tail}", encoding="utf-8")
+    text = _replace(doc.read_text(encoding="utf-8"), MARK, table())
+    doc.write_text(_replace(text, IDENTITY_MARK, identity_table()), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ Deterministic stitching on normalised identifiers (DESIGN.md, Identity):
 | member id | equal member ids (store card number, also bound in web profiles) |
 | email | equal ``email_key`` |
 | phone + name | equal E.164 phone *and* equal ``name_key`` (a family sharing a phone does not merge) |
+| phone + birth date | equal E.164 phone *and* equal birth date (a record without a name still links; family members sharing a phone have other birthdays) |
+| name + birth date + city | equal ``name_key``, birth date *and* city (the same person registered with another phone, e.g. a relative's) |
 | masked phone + name | marketplace ``138****5678`` equal to a full phone's prefix/suffix *and* equal name |
 
 Blocklisted placeholder values never link, and an identifier shared by more than
@@ -74,6 +76,15 @@ def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
         SELECT node, 'phone+name', phone_e164 || '|' || name_key FROM r
             WHERE phone_e164 IS NOT NULL AND name_key IS NOT NULL
               AND {dialect.is_in('phone_e164', block['phone_e164'], negate=True)}
+        UNION ALL
+        SELECT node, 'phone+birth date', phone_e164 || '|' || CAST(birth_date AS VARCHAR) FROM r
+            WHERE phone_e164 IS NOT NULL AND birth_date IS NOT NULL
+              AND {dialect.is_in('phone_e164', block['phone_e164'], negate=True)}
+              AND {dialect.is_in('CAST(birth_date AS VARCHAR)', block['birth_date'], negate=True)}
+        UNION ALL
+        SELECT node, 'name+birth date+city', name_key || '|' || CAST(birth_date AS VARCHAR) || '|' || trim(city) FROM r
+            WHERE name_key IS NOT NULL AND birth_date IS NOT NULL AND nullif(trim(city), '') IS NOT NULL
+              AND {dialect.is_in('CAST(birth_date AS VARCHAR)', block['birth_date'], negate=True)}
         UNION ALL
         SELECT node, 'masked phone+name', phone_masked_key || '|' || name_key FROM r
             WHERE phone_masked_key IS NOT NULL AND name_key IS NOT NULL

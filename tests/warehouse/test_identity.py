@@ -14,7 +14,7 @@ def test_same_person_links_across_sources_but_a_family_sharing_a_phone_does_not(
     ])
     write_store_members(settings.inbox, [
         {"会员卡号": "M1", "姓名": "李娜", "手机号": "+86 138-1234-5678"},   # same person as U1 (phone + name)
-        {"会员卡号": "M9", "姓名": "李强", "手机号": "13812345678"},         # her father, same phone
+        {"会员卡号": "M9", "姓名": "李强", "手机号": "13812345678", "生日": "1962/05/17"},  # her father, same phone
         {"会员卡号": "M2", "姓名": "王伟", "手机号": "13900001111"},         # U2 bound this card
     ])
     ids = run_through_identity(settings)
@@ -22,6 +22,24 @@ def test_same_person_links_across_sources_but_a_family_sharing_a_phone_does_not(
     assert ids[("store", "M9")] != ids[("store", "M1")]
     assert ids[("web", "U2")] == ids[("store", "M2")]
     assert len(set(ids.values())) == 3
+
+
+def test_phone_and_birth_date_or_name_birth_date_and_city_link_without_a_default_birthday(settings):
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "mobile": "13812345678", "real_name": None, "birthday": "1985-03-09"},
+        {"user_id": "U2", "mobile": None, "real_name": "赵敏", "birthday": "1979-11-02", "city": "杭州"},
+        {"user_id": "U3", "mobile": "13955556666", "real_name": None},            # default birthday 1990-01-01
+    ])
+    write_store_members(settings.inbox, [
+        {"会员卡号": "M1", "姓名": "周芷若", "手机号": "13812345678", "生日": "1985/03/09"},  # U1: phone + birthday
+        {"会员卡号": "M2", "姓名": "赵敏", "手机号": "13700000001", "生日": "1979/11/02", "城市": "杭州"},  # U2
+        {"会员卡号": "M3", "姓名": "张无忌", "手机号": "13955556666", "生日": "1990/01/01"},  # a form's default
+        {"会员卡号": "M4", "姓名": "赵敏", "手机号": "13700000002", "生日": "1979/11/02", "城市": "北京"},  # not U2
+    ])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] == ids[("store", "M1")]
+    assert ids[("web", "U2")] == ids[("store", "M2")] != ids[("store", "M4")]
+    assert ids[("web", "U3")] != ids[("store", "M3")]
 
 
 def test_placeholder_contacts_never_link(settings):
@@ -69,7 +87,7 @@ def test_an_empty_blocklist_blocks_nothing(settings, monkeypatch):
     import warehouse.identity as identity
 
     config = identity.load_identity_config()
-    config["blocklist"] = {"member_id": [], "email_key": [], "phone_e164": []}
+    config["blocklist"] = {"member_id": [], "email_key": [], "phone_e164": [], "birth_date": []}
     monkeypatch.setattr(identity, "load_identity_config", lambda: config)
     write_web_users(settings.inbox, [{"user_id": "U1", "email": "a@example.com", "member_card": "M1"}])
     write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "王芳", "手机号": "13812345678"}])
