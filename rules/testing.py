@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from rules.compiler import DIALECT, tag_value_expression
+from rules.kinds import Manual
 from rules.model import RuleSet, Tag, load_rules
 
 SQL_TYPES = {"number": "DOUBLE", "text": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE"}
@@ -60,7 +61,7 @@ def run_rule_tests(rules: RuleSet | None = None, folder: Path | None = None) -> 
 def uncovered_values(tag: Tag) -> list[str]:
     """Declared values of the tag that no test case expects; for a tag whose values come from
     the data, ``['(any value)']`` when no test expects a value.  Manual tags need no tests."""
-    if tag.kind == "Manual":
+    if isinstance(tag.rule, Manual):
         return []
     tested = {str(c.get("expect")).lower() if isinstance(c.get("expect"), bool) else str(c.get("expect"))
               for c in tag.tests if c.get("expect") is not None}

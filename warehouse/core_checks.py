@@ -20,9 +20,10 @@ import duckdb
 import great_expectations as gx
 import pandas as pd
 
+from rules.kinds import Manual
 from rules.model import RuleSet
 from warehouse.errors import StageError
-from warehouse.quality import QualityContext
+from warehouse.quality import QualityContext, expectation_columns
 from warehouse.settings import Settings
 
 WARN_ONLY = ("coverage",)
@@ -51,7 +52,7 @@ def _coverage_expectations(rules: RuleSet) -> list:
     return [gx.expectations.ExpectColumnValuesToBeBetween(
                 column="coverage", min_value=0, strict_min=True, max_value=1, row_condition=f'tag=="{tag.id}"',
                 condition_parser="pandas", meta={"tag": tag.id, "check": "coverage"})
-            for tag in rules.active_tags if tag.kind != "Manual"]
+            for tag in rules.active_tags if not isinstance(tag.rule, Manual)]
 
 
 def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, run_id: str,
@@ -78,9 +79,7 @@ def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules:
         outcome = quality.validate(suite, name.removesuffix("_core"), frame)
         for r in outcome.results:
             config = r.expectation_config
-            kwargs = config.kwargs
-            column = kwargs.get("column") or ",".join(kwargs.get("column_list") or
-                                                      [c for c in (kwargs.get("column_A"), kwargs.get("column_B")) if c])
+            column = ",".join(expectation_columns(config.kwargs)) or None
             what = f"{suite.name}: {config.type} on {column}" + (f" for tag {config.meta['tag']}"
                                                                  if config.meta.get("tag") else "")
             rows.append((run_id, 0, "pipeline", name.removesuffix("_core"), suite.name, config.type, column,

@@ -100,6 +100,12 @@ class QualityContext:
         return self.docs_index
 
 
+def expectation_columns(kwargs: dict) -> list[str]:
+    """The columns an expectation reads (``column``, ``column_list`` or ``column_A``/``column_B``)."""
+    named = [kwargs.get("column"), *(kwargs.get("column_list") or []), kwargs.get("column_A"), kwargs.get("column_B")]
+    return [c for c in named if c]
+
+
 def data_docs_index(settings: Settings) -> Path:
     """The Data Docs site of every run (in the restricted area: it quotes offending values)."""
     return settings.restricted / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"

@@ -24,7 +24,6 @@ from warehouse.settings import Settings
 class TagsResult:
     rows: int
     tags: int
-    overrides: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -68,9 +67,7 @@ def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSe
     failpoint("tags")
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
-    applied = con.execute(f"SELECT count(*) FROM ({overrides_in_force_sql(as_of)})").fetchone()[0]
-    return TagsResult(rows=rows, tags=len(rules.active_tags), overrides=applied,
-                      warnings=coverage_shifts(con, settings, as_of))
+    return TagsResult(rows=rows, tags=len(rules.active_tags), warnings=coverage_shifts(con, settings, as_of))
 
 
 def coverage_shifts(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> list[str]:

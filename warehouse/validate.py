@@ -2,7 +2,8 @@
 
 The suites are the committed GX file context's ``<entity>_rows`` (warehouse/gx, see
 warehouse/quality.py): required values, value sets, ranges, email shape, no future or
-implausible dates, unique keys within the batch.  Each batch gets a synthetic ``_rid`` so rows with duplicated business keys stay
+implausible dates, unique keys within the batch.  Each batch gets a synthetic ``_rid`` so
+rows with duplicated business keys stay
 distinguishable.  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
 failed expectation, with the offending value); the rest are written to the validated lake.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
-from warehouse.quality import QualityContext
+from warehouse.quality import QualityContext, expectation_columns
 from warehouse.settings import Settings
 
 
@@ -49,19 +50,18 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
     """Validation rows and quarantine findings (one per failing row and expectation)."""
     validations, findings = [], []
     for r in results.results:
-        kwargs = r.expectation_config.kwargs
-        kind, column = r.expectation_config.type, kwargs.get("column") or ",".join(kwargs.get("column_list") or [])
+        columns = expectation_columns(r.expectation_config.kwargs)
+        kind, column = r.expectation_config.type, ",".join(columns) or None
         validations.append({"expectation": kind, "column": column, "success": bool(r.success),
                             "element_count": r.result.get("element_count"),
                             "unexpected_count": r.result.get("unexpected_count")})
-        columns = [c for c in column.split(",") if c]
         items = r.result.get("unexpected_index_list") or []
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
         for item in items:
-            values = [item.get(c, frame.at[int(item["_rid"]), c]) for c in columns]
+            values = [item[c] if c in item else frame.at[int(item["_rid"]), c] for c in columns]
             shown = [None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v) for v in values]
-            findings.append({"_rid": int(item["_rid"]), "expectation": kind, "column": column or None,
+            findings.append({"_rid": int(item["_rid"]), "expectation": kind, "column": column,
                              "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown)})
     return validations, findings
 
@@ -76,13 +76,7 @@ def _later_duplicates(items: list[dict], columns: list[str]) -> list[dict]:
 
 
 def _suite_columns(suite) -> list[str]:
-    columns: dict[str, None] = {}
-    for expectation in suite.expectations:
-        kwargs = expectation.configuration.kwargs
-        for column in [kwargs.get("column"), *(kwargs.get("column_list") or [])]:
-            if column:
-                columns[column] = None
-    return list(columns)
+    return list(dict.fromkeys(c for e in suite.expectations for c in expectation_columns(e.configuration.kwargs)))
 
 
 def _reason(f: dict, entity: str) -> str:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.nightly import nightly
+from rules.kinds import Manual
 from rules.model import load_rules, rules_dir
 from tests.conftest import AS_OF
 from warehouse.rules_diff import diff_rules
@@ -31,7 +32,7 @@ def test_every_active_tag_is_published_within_its_declared_values(published):
     for tag in rules.active_tags:
         owner, definition, status, coverage, values = catalog[tag.id]
         assert owner and definition and status == "active"
-        if tag.kind == "Manual":
+        if isinstance(tag.rule, Manual):
             continue
         assert tag.id in published_values and coverage > 0, f"{tag.id} has no customer"
         if tag.values is not None:  # a list tag's value is a comma-separated list of declared values
