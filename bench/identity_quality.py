@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from common import scratch_data_dir
 
 QUALITY_SQL = """
 WITH m AS (
@@ -49,9 +49,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="tagwright-identity-")) / "data"
-    os.environ["TAGWRIGHT_DATA_DIR"] = str(data)
-    os.environ.setdefault("TAGWRIGHT_PII_KEY", "bench-key")
+    data = scratch_data_dir("tagwright-identity-")
 
     from sources.sample import generate
     from warehouse.identity import resolve_identities

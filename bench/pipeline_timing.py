@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import resource
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from common import scratch_data_dir
 
 AS_OF = date(2026, 11, 21)
 
@@ -40,9 +41,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="tagwright-bench-")) / "data"
-    os.environ["TAGWRIGHT_DATA_DIR"] = str(data)
-    os.environ.setdefault("TAGWRIGHT_PII_KEY", "bench-key")
+    data = scratch_data_dir("tagwright-bench-")
 
     from rules.model import load_rules
     from sources.sample import generate

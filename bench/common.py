@@ -1,0 +1,15 @@
+"""What the benchmark scripts share."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def scratch_data_dir(prefix: str) -> Path:
+    """A new, empty data directory in /tmp, set as TAGWRIGHT_DATA_DIR (with a throwaway pseudonym key)."""
+    data = Path(tempfile.mkdtemp(prefix=prefix)) / "data"
+    os.environ["TAGWRIGHT_DATA_DIR"] = str(data)
+    os.environ.setdefault("TAGWRIGHT_PII_KEY", "bench-key")
+    return data
