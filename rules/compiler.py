@@ -151,7 +151,7 @@ def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
         exp.alias_(exp.Subquery(this=ranked), "ranked"))
     for score in rules.scores.values():
         scored = scored.select(exp.alias_(_score_expression(score), score.id))
-    return scored.order_by("customer_id").sql(dialect=DIALECT, pretty=True)
+    return scored.sql(dialect=DIALECT, pretty=True)
 
 
 def tag_value_expression(tag: Tag, exclusion: exp.Expression | None = None) -> exp.Expression:
@@ -172,12 +172,12 @@ def tag_select(tag: Tag, relation: str = "features", exclusion: exp.Expression |
             .from_(relation))
 
 
-def tags_sql(rules: RuleSet, relation: str = "features", tags: list[Tag] | None = None) -> str:
-    """Every active tag's value per customer; customers whose value is NULL get no row."""
-    chosen = tags if tags is not None else rules.active_tags
-    selects = [tag_select(t, relation, rules.marketing_exclusion) for t in sorted(chosen, key=lambda t: t.id)]
+def tags_sql(rules: RuleSet, relation: str = "features") -> str:
+    """Every active tag's value per customer; customers whose value is NULL get no row.  Unordered:
+    publishing sorts once."""
+    selects = [tag_select(t, relation, rules.marketing_exclusion) for t in sorted(rules.active_tags, key=lambda t: t.id)]
     union = selects[0]
     for s in selects[1:]:
         union = exp.union(union, s, distinct=False)
     return (exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "t"))
-            .where("value IS NOT NULL").order_by("customer_id", "tag").sql(dialect=DIALECT, pretty=True))
+            .where("value IS NOT NULL").sql(dialect=DIALECT, pretty=True))

@@ -56,8 +56,7 @@ def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "t
         SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of FROM (
             SELECT c.* FROM computed c ANTI JOIN overrides o USING (customer_id, tag)
             UNION ALL
-            SELECT customer_id, tag, value, CAST(NULL AS DOUBLE) FROM overrides WHERE value IS NOT NULL)
-        ORDER BY customer_id, tag"""
+            SELECT customer_id, tag, value, CAST(NULL AS DOUBLE) FROM overrides WHERE value IS NOT NULL)"""
 
 
 def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> TagsResult:
