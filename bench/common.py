@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -13,3 +14,11 @@ def scratch_data_dir(prefix: str) -> Path:
     os.environ["TAGWRIGHT_DATA_DIR"] = str(data)
     os.environ.setdefault("TAGWRIGHT_PII_KEY", "bench-key")
     return data
+
+
+def write_result(name: str, report: dict) -> Path:
+    """Write ``report`` to bench/results/<name>.json and print it."""
+    out = Path(__file__).parent / "results" / f"{name}.json"
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return out

@@ -11,13 +11,11 @@ bench/results/identity-<customers>.json.  A measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from datetime import date
-from pathlib import Path
 
-from common import scratch_data_dir
+from common import scratch_data_dir, write_result
 
 QUALITY_SQL = """
 WITH m AS (
@@ -84,9 +82,7 @@ def main() -> None:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "measured_on": time.strftime("%Y-%m-%d"),
     }
-    out = Path(__file__).parent / "results" / f"identity-{args.customers}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    write_result(f"identity-{args.customers}", report)
 
 
 if __name__ == "__main__":

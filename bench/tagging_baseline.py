@@ -18,15 +18,13 @@ bench/results/tagging-<rows>.json.  A measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import scratch_data_dir
+from common import scratch_data_dir, write_result
 
 AS_OF = date(2026, 11, 21)
 TAGS = ["activity_level", "churn_risk", "lifecycle_stage", "rfm_segment", "value_tier"]
@@ -159,9 +157,7 @@ def main() -> None:
         "ours_over_floor": round(ours_s / floor_s, 2), "pandas_over_ours": round(pandas_s / ours_s, 1),
         "measured_on": time.strftime("%Y-%m-%d"),
     }
-    out = Path(__file__).parent / "results" / f"tagging-{rows}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
+    write_result(f"tagging-{rows}", report)
 
 
 if __name__ == "__main__":
