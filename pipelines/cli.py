@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +25,23 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(sources_app, name="sources")
 app.add_typer(tags_app, name="tags")
 console = Console()
+
+
+@contextmanager
+def _stage_errors() -> Iterator[None]:
+    """A StageError names what failed and the fix: print it and exit 2."""
+    from warehouse.errors import StageError
+
+    try:
+        yield
+    except StageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+
+
+def _print_rule_errors(exc: RuleErrors) -> None:
+    for e in exc.errors:
+        console.print(f"error {e}", style="red", markup=False)
 
 
 def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
@@ -171,13 +190,9 @@ def export(tag: str = typer.Option(..., help="tag id, e.g. churn_risk"),
            ) -> None:
     """Export the customers holding one tag value as CSV for a campaign tool (pseudonymised contacts)."""
     from warehouse.campaign_export import export_tag_value
-    from warehouse.errors import StageError
 
-    try:
+    with _stage_errors():
         result = export_tag_value(Settings.from_env(), tag, value, out)
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
     console.print(f"{result.rows} customers with {tag} = {value} on {result.as_of}: {result.path}")
 
 
@@ -191,14 +206,11 @@ def forget(customer_id: str = typer.Argument(None, help="the customer to erase")
     from warehouse.errors import StageError
 
     settings = Settings.from_env()
-    try:
+    with _stage_errors():
         if (customer_id is None) == (email is None):
             raise StageError("forget", "name the person once", "give a CUSTOMER_ID or --email, not both")
         target = customer_id or find_customer(settings, email)
         result = erase(settings, target, reason, requested_by)
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
     console.print(f"erasure {result.erasure_id}: {result.customer_id} ({result.source_records} source records) "
                   f"removed from every layer; logged in ops.erasures")
     console.print(_table("rows removed", ["where", "rows"], sorted(result.rows_removed.items())))
@@ -224,15 +236,13 @@ def rules_check() -> None:
     try:
         rules = load_rules()
     except RuleErrors as exc:
-        for e in exc.errors:
-            console.print(f"[red]error[/red] {e}", markup=True, highlight=False)
+        _print_rule_errors(exc)
         raise typer.Exit(1) from exc
     features_sql(rules, date.today(), 730)
     tags_sql(rules)
     findings = lint(rules, Settings.from_env().warehouse)
     for f in findings:
-        console.print(f"[{'red' if f.level == 'error' else 'yellow'}]{f.level}[/] {f.where}: {f.message}. Fix: {f.fix}",
-                      highlight=False)
+        console.print(str(f), style="red" if f.level == "error" else "yellow", markup=False)
     errors = sum(f.level == "error" for f in findings)
     console.print(f"{'failed' if errors else 'ok'}: {len(rules.features)} features, {len(rules.scores)} scores, "
                   f"{len(rules.models)} models, {len(rules.tags)} tags; {errors} errors, "
@@ -246,20 +256,15 @@ def rules_diff() -> None:
     """Compute the tags with the rules as edited in rules/ against the last published run and
     show how many customers would move from which value to which; publishes nothing."""
     from rules.model import load_rules
-    from warehouse.errors import StageError
     from warehouse.rules_diff import diff_rules
 
     try:
         rules = load_rules()
-        with console.status("computing the edited rules against the last published run"):
-            result = diff_rules(Settings.from_env(), rules)
     except RuleErrors as exc:
-        for e in exc.errors:
-            console.print(f"[red]error[/red] {e}", highlight=False)
+        _print_rule_errors(exc)
         raise typer.Exit(1) from exc
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
+    with _stage_errors(), console.status("computing the edited rules against the last published run"):
+        result = diff_rules(Settings.from_env(), rules)
     if not result.moves:
         console.print(f"no change: the edited rules give the published tags of {result.as_of} "
                       f"for all {result.customers} customers")
@@ -330,14 +335,10 @@ def _override_request(tag: str, value: str | None, reason: str, author: str, eff
 
 def _record_overrides(request, customer_ids: list[str], source: str) -> None:
     from rules.model import load_rules
-    from warehouse.errors import StageError
     from warehouse.overrides import add_overrides
 
-    try:
+    with _stage_errors():
         ids = add_overrides(Settings.from_env(), load_rules(), request, customer_ids, source)
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
     what = "removes" if request.value is None else f"sets {request.value!r} for"
     console.print(f"recorded overrides {ids[0]}-{ids[-1]}: {request.tag} {what} {len(ids)} customers; "
                   "the next run applies them")
@@ -354,14 +355,10 @@ def tags_add(tag: str, customers: Path = typer.Option(..., help="CSV with a cust
              value: str = typer.Option(..., help="the value to give them"), reason: str = REASON,
              author: str = AUTHOR, effective_from: str = FROM, expires: str = EXPIRES) -> None:
     """Give a tag value to a list of customers (e.g. event attendees)."""
-    from warehouse.errors import StageError
     from warehouse.overrides import read_customer_list
 
-    try:
+    with _stage_errors():
         ids = read_customer_list(customers)
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
     _record_overrides(_override_request(tag, value, reason, author, effective_from, expires), ids, str(customers))
 
 
@@ -389,12 +386,8 @@ def tags_list(tag: str = typer.Option(None, help="only this tag")) -> None:
 @tags_app.command("revoke")
 def tags_revoke(override_id: int) -> None:
     """Stop an override from applying from the next run on (it stays in the audit trail)."""
-    from warehouse.errors import StageError
     from warehouse.overrides import revoke_override
 
-    try:
+    with _stage_errors():
         revoke_override(Settings.from_env(), override_id)
-    except StageError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
     console.print(f"revoked override {override_id}; the next run stops applying it")

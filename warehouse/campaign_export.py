@@ -49,9 +49,8 @@ def export_tag_value(settings: Settings, tag: str, value: str, out: Path | None 
                           c.email_pseudonym, c.email_masked, c.phone_pseudonym, c.phone_masked
                    FROM analytics.customer_tags t LEFT JOIN analytics.customers c USING (customer_id)
                    WHERE t.tag = $tag AND t.value = $value ORDER BY t.customer_id"""
-        rows = con.execute(f"SELECT count(*) FROM ({query})", {"tag": tag, "value": value}).fetchone()[0]
-        con.execute(f"COPY ({query}) TO {dialect.quote(str(path))} (HEADER, DELIMITER ',')",
-                    {"tag": tag, "value": value})
+        rows = con.execute(f"COPY ({query}) TO {dialect.quote(str(path))} (HEADER, DELIMITER ',')",
+                           {"tag": tag, "value": value}).fetchall()[0][0]  # COPY returns the rows written
     data = path.read_bytes()
     path.write_bytes(b"\xef\xbb\xbf" + data)
     return ExportResult(path=path, rows=rows, as_of=str(as_of))

@@ -55,9 +55,9 @@ def _coverage_expectations(rules: RuleSet) -> list:
             for tag in rules.active_tags if not isinstance(tag.rule, Manual)]
 
 
-def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, run_id: str,
-                      quality: QualityContext | None = None) -> CoreCheckResult:
-    quality = quality or QualityContext(settings, run_id)
+def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
+                      run_id: str) -> CoreCheckResult:
+    quality = QualityContext(settings, run_id)
     frames = {
         "customers_core": (con.execute("SELECT customer_id FROM identity.golden").fetchdf(), []),
         "orders_core": (con.execute("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
@@ -75,14 +75,15 @@ def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules:
     result = CoreCheckResult()
     rows = []
     for name, (frame, extra) in frames.items():
+        table = name.removesuffix("_core")
         suite = quality.suite(name, extra)
-        outcome = quality.validate(suite, name.removesuffix("_core"), frame)
+        outcome = quality.validate(suite, table, frame)
         for r in outcome.results:
             config = r.expectation_config
             column = ",".join(expectation_columns(config.kwargs)) or None
             what = f"{suite.name}: {config.type} on {column}" + (f" for tag {config.meta['tag']}"
                                                                  if config.meta.get("tag") else "")
-            rows.append((run_id, 0, "pipeline", name.removesuffix("_core"), suite.name, config.type, column,
+            rows.append((run_id, 0, "pipeline", table, suite.name, config.type, column,
                          bool(r.success), r.result.get("element_count"), r.result.get("unexpected_count")))
             result.checks += 1
             if not r.success:
