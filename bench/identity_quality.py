@@ -1,26 +1,38 @@
-"""Identity resolution against the sample generator's ground truth: pairwise and B-cubed quality.
+"""Identity resolution against the sample generator's ground truth, side by side with splink alone.
 
-    .venv/bin/python bench/identity_quality.py --customers 2000 [--seed 7]
+    .venv/bin/python bench/identity_quality.py --customers 100000 [--days 730] [--seed 7]
 
 Generates the sample (with its traps: families sharing a phone, placeholder contacts, masked
-marketplace phones), runs land, validate, stage and resolve_identities as plain functions,
-and compares ``identity.node_customer`` with ``ground_truth.csv``.  Writes
+marketplace phones, traditional-character names), runs land, validate and stage, trains the
+identity model (``warehouse/identity.py: train_model``), then measures on the same staged data:
+
+- ``rules``: resolve_identities with the deterministic rules only;
+- ``rules + model @ p``: with the model's links accepted from probability ``p`` (the shipped
+  setting and two others);
+- ``splink alone``: the same trained model predicting every blocked pair and splink's own
+  clustering at the shipped acceptance probability, no rules.
+
+Each measurement runs in a fresh process, so its wall time and peak RSS are its own.  Pairwise
+and B-cubed precision/recall/F1 against ``ground_truth.csv``.  Writes
 bench/results/identity-<customers>.json.  A measurement, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import resource
 import time
 from datetime import date
+from pathlib import Path
 
 from common import scratch_data_dir, write_result
 
 QUALITY_SQL = """
 WITH m AS (
     SELECT n.customer_id AS c, t.person_id AS p
-    FROM identity.node_customer n
+    FROM {clusters} n
     JOIN read_csv($truth, all_varchar = true) t USING (source, source_customer_id)),
 both_ AS (SELECT c, p, count(*) AS n FROM m GROUP BY ALL),
 clusters AS (SELECT c, count(*) AS n FROM m GROUP BY c),
@@ -42,44 +54,132 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-    data = scratch_data_dir("tagwright-identity-")
+def _quality(con, clusters: str, truth: Path) -> dict:
+    cursor = con.execute(QUALITY_SQL.format(clusters=clusters), {"truth": str(truth)})
+    row = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0]))
+    pairwise_p = row["true_positive_pairs"] / row["predicted_pairs"] if row["predicted_pairs"] else 1.0
+    pairwise_r = row["true_positive_pairs"] / row["true_pairs"]
+    return {"source_records": row["records"], "people": row["people"], "resolved_customers": row["customers"],
+            "largest_cluster": row["largest_cluster"],
+            "pairwise": {"precision": round(pairwise_p, 4), "recall": round(pairwise_r, 4),
+                         "f1": round(_f1(pairwise_p, pairwise_r), 4)},
+            "bcubed": {"precision": round(row["bcubed_precision"], 4), "recall": round(row["bcubed_recall"], 4),
+                       "f1": round(_f1(row["bcubed_precision"], row["bcubed_recall"]), 4)}}
 
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _prepare(customers: int, days: int, seed: int) -> dict:
     from sources.sample import generate
-    from warehouse.identity import resolve_identities
     from warehouse.land import land
     from warehouse.settings import Settings
     from warehouse.stage import stage
     from warehouse.validate import validate
     from warehouse.workdb import open_work_db
 
-    generate(data / "inbox", customers=args.customers, seed=args.seed, end_date=date(2026, 11, 21))
     settings = Settings.from_env()
+    generate(settings.inbox, customers=customers, days=days, seed=seed, end_date=date(2026, 11, 21))
     con = open_work_db(settings)
     land(con, settings, "bench")
     validate(con, settings, "bench")
     stage(con, settings)
     started = time.perf_counter()
-    resolve_identities(con, "bench")
-    seconds = time.perf_counter() - started
-    cursor = con.execute(QUALITY_SQL, {"truth": str(data / "inbox" / "ground_truth.csv")})
-    row = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0]))
+    from warehouse.identity import train_model
+
+    train_model(con, settings.identity_model, settings.memory_limit)
+    trained = time.perf_counter() - started
     con.close()
-    pairwise_precision = row["true_positive_pairs"] / row["predicted_pairs"]
-    pairwise_recall = row["true_positive_pairs"] / row["true_pairs"]
+    return {"train_s": round(trained, 2), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _resolve(accept: float | None, truth: Path) -> dict:
+    import warehouse.identity as identity
+    from warehouse.settings import Settings
+    from warehouse.workdb import open_work_db
+
+    settings = Settings.from_env()
+    config = identity.load_identity_config()
+    if accept is not None:
+        config["model"]["accept_probability"] = accept
+    identity.load_identity_config = lambda: config
+    con = open_work_db(settings)
+    started = time.perf_counter()
+    result = identity.resolve_identities(con, "bench", settings.identity_model if accept is not None else None,
+                                         settings.memory_limit)
+    seconds = time.perf_counter() - started
+    report = {"seconds": round(seconds, 2), "peak_rss_mib": _peak_rss_mib(), "model_links": result.model_links,
+              "review_pairs": result.review_pairs, "rejected_links": result.rejected_links,
+              **_quality(con, "identity.node_customer", truth)}
+    con.close()
+    return report
+
+
+def _splink_alone(accept: float, truth: Path) -> dict:
+    """The trained model on every blocked pair, clustered by splink at ``accept``; no rules."""
+    import logging
+
+    import duckdb
+    from splink import DuckDBAPI, Linker
+
+    import warehouse.identity as identity
+    from warehouse.identity_model import comparison_records
+    from warehouse.settings import Settings
+    from warehouse.workdb import open_work_db
+
+    logging.getLogger("splink").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    con = open_work_db(settings)
+    started = time.perf_counter()
+    config = identity.load_identity_config()
+    identity._build_nodes(con, config)
+    records = comparison_records(con, config)
+    splink_con = duckdb.connect()
+    splink_con.execute(f"SET memory_limit = '{settings.memory_limit}'")
+    db_api = DuckDBAPI(splink_con)
+    linker = Linker(db_api.register(records, dataset_display_name="customer_records"), str(settings.identity_model),
+                    log_level=None)
+    pairs = linker.inference.predict(threshold_match_probability=accept)
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pairs, accept)
+    con.register("splink_clusters", clusters.as_pyarrow_table())
+    con.execute("""CREATE OR REPLACE TEMP TABLE splink_customers AS
+                   SELECT n.source, n.source_customer_id, coalesce(CAST(c.cluster_id AS VARCHAR), 'n' || n.node) AS customer_id
+                   FROM nodes n LEFT JOIN splink_clusters c ON c.unique_id = n.node""")
+    seconds = time.perf_counter() - started
+    report = {"seconds": round(seconds, 2), "peak_rss_mib": _peak_rss_mib(),
+              **_quality(con, "splink_customers", truth)}
+    con.close()
+    return report
+
+
+def _in_fresh_process(function, *args) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=2000, help="people the generator simulates")
+    parser.add_argument("--days", type=int, default=730, help="history length (fewer days: fewer orders and events)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    data = scratch_data_dir("tagwright-identity-")
+    from warehouse.identity import load_identity_config
+
+    shipped = float(load_identity_config()["model"]["accept_probability"])
+    truth = data / "inbox" / "ground_truth.csv"
+    prepared = _in_fresh_process(_prepare, args.customers, args.days, args.seed)
+    runs = {"rules": _in_fresh_process(_resolve, None, truth)}
+    for accept in sorted({0.99, shipped, 0.75}, reverse=True):
+        runs[f"rules + model @ {accept}"] = _in_fresh_process(_resolve, accept, truth)
+    runs[f"splink alone @ {shipped}"] = _in_fresh_process(_splink_alone, shipped, truth)
+    shipped_run = runs[f"rules + model @ {shipped}"]
     report = {
-        "customers": args.customers, "seed": args.seed, "source_records": row["records"],
-        "resolved_customers": row["customers"], "people": row["people"], "largest_cluster": row["largest_cluster"],
-        "pairwise": {"precision": round(pairwise_precision, 4), "recall": round(pairwise_recall, 4),
-                     "f1": round(_f1(pairwise_precision, pairwise_recall), 4)},
-        "bcubed": {"precision": round(row["bcubed_precision"], 4), "recall": round(row["bcubed_recall"], 4),
-                   "f1": round(_f1(row["bcubed_precision"], row["bcubed_recall"]), 4)},
-        "resolve_identities_s": round(seconds, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "customers": args.customers, "days": args.days, "seed": args.seed,
+        "source_records": shipped_run["source_records"], "people": shipped_run["people"],
+        "shipped_accept_probability": shipped, "train_s": prepared["train_s"],
+        "memory_limit": os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"), "runs": runs,
         "measured_on": time.strftime("%Y-%m-%d"),
     }
     write_result(f"identity-{args.customers}", report)

@@ -21,9 +21,11 @@ app = typer.Typer(help="tagwright: nightly customer tags from web, store and mar
 rules_app = typer.Typer(help="Check, test, document and diff the tag rules in rules/*.yaml.", no_args_is_help=True)
 sources_app = typer.Typer(help="Source connectors.", no_args_is_help=True)
 tags_app = typer.Typer(help="Manual tags and corrections (overrides applied after the rules).", no_args_is_help=True)
+identity_app = typer.Typer(help="The probabilistic identity model and the pairs left for review.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(sources_app, name="sources")
 app.add_typer(tags_app, name="tags")
+app.add_typer(identity_app, name="identity")
 console = Console()
 
 
@@ -391,3 +393,39 @@ def tags_revoke(override_id: int) -> None:
     with _stage_errors():
         revoke_override(Settings.from_env(), override_id)
     console.print(f"revoked override {override_id}; the next run stops applying it")
+
+
+@identity_app.command("train")
+def identity_train() -> None:
+    """Train the identity model on the records the last run staged; the next run uses it."""
+    from pipelines.identity_training import train_identity_model
+
+    with _stage_errors():
+        result = train_identity_model()
+    console.print(_table(f"identity model: {result['records']} records, prior {result['prior']:.3g}",
+                         ["comparison", "level", "m", "u", "bayes factor"],
+                         [(r["comparison"], r["level"], f"{r['m']:.4f}", f"{r['u']:.6f}", f"{r['bayes_factor']:.3g}")
+                          for r in result["levels"]]))
+    console.print(f"saved to {result['model']}; the next `tagwright run` scores pairs with it")
+
+
+@identity_app.command("review")
+def identity_review(limit: int = typer.Option(50, help="at most this many pairs, most probable first")) -> None:
+    """Pairs of customers the last run left apart: scored below the acceptance probability, or a
+    link a limit (member ids, records per customer) stopped."""
+    settings = Settings.from_env()
+    if not settings.warehouse.exists():
+        console.print(f"no warehouse at {settings.warehouse}; run `tagwright run` first", style="red")
+        raise typer.Exit(2)
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        total = con.execute("SELECT count(*) FROM ops.identity_review").fetchall()[0][0]
+        rows = con.execute("""SELECT customer_id_a, source_a || ':' || source_customer_id_a, customer_id_b,
+                                     source_b || ':' || source_customer_id_b, round(probability, 3),
+                                     array_to_string(agreeing, ', '), reason
+                              FROM ops.identity_review ORDER BY probability DESC NULLS LAST, 1, 3 LIMIT ?""",
+                           [limit]).fetchall()
+    console.print(_table(f"{total} pairs left for review (showing {len(rows)})",
+                         ["customer a", "record a", "customer b", "record b", "probability", "agreeing", "reason"],
+                         rows))

@@ -1,7 +1,7 @@
 """``tagwright explain CUSTOMER_ID``: why a customer has the tags it has.
 
-Reads only the published warehouse (so it works during a run): the customer's source records
-and the identifiers they carried, the feature values of the last run, every tag with the rule
+Reads only the published warehouse (so it works during a run): the customer's source records,
+the identifiers they carried and the links (rule or model score) that joined them, the feature values of the last run, every tag with the rule
 case that gave its value (the case is found by evaluating the rule's conditions on the
 published feature row), and the overrides that replaced a computed value.
 """
@@ -46,6 +46,10 @@ def explain_customer(settings: Settings, customer_id: str) -> list[Section]:
                               [customer_id]).fetchall()
         if not sources:
             raise LookupError(f"no customer {customer_id!r} in {settings.warehouse}")
+        links = con.execute("""SELECT source_a || ':' || source_customer_id_a, source_b || ':' || source_customer_id_b,
+                                      kind, round(probability, 4)
+                               FROM analytics.customer_links WHERE customer_id = ? ORDER BY 1, 2, 3""",
+                            [customer_id]).fetchall()
         cursor = con.execute("SELECT * FROM analytics.customer_features WHERE customer_id = ?", [customer_id])
         features = list(zip([d[0] for d in cursor.description], cursor.fetchone() or []))
         tags = con.execute("SELECT tag, value, score, as_of FROM analytics.customer_tags WHERE customer_id = ?"
@@ -71,6 +75,9 @@ def explain_customer(settings: Settings, customer_id: str) -> list[Section]:
     sections: list[Section] = [
         (f"source records of {customer_id} and the identifiers they carry",
          ["source", "id", "member id", "email", "phone", "masked phone", "name"], sources)]
+    if links:
+        sections.append(("what linked them (a rule's identifier, or the model's probability)",
+                         ["record", "linked to", "by", "probability"], links))
     if features:
         sections.append(("features", ["feature", "value"], features))
     sections.append(("tags", ["tag", "value", "score", "as_of", "why"], rows))

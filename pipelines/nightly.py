@@ -62,7 +62,11 @@ def stage_task(settings: Settings):
 
 @task(name="resolve_identities", cache_policy=NO_CACHE)
 def identity_task(settings: Settings, run_id: str):
-    return _in_work_db(settings, lambda con: resolve_identities(con, run_id))
+    model = settings.identity_model if settings.identity_model.exists() else None
+    if model is None:
+        get_run_logger().info("no identity model at %s: deterministic links only (train one with "
+                              "`tagwright identity train`)", settings.identity_model)
+    return _in_work_db(settings, lambda con: resolve_identities(con, run_id, model, settings.memory_limit))
 
 
 @task(name="features", cache_policy=NO_CACHE)

@@ -15,7 +15,8 @@ the same bytes:
 - ``ground_truth.csv``: the true person behind each (source, source_customer_id);
 - ``planted.json``: customers with known behaviour that tests assert on.
 
-Traps: the same person in two or three sources, families sharing a phone, placeholder
+Traps: the same person in two or three sources, families sharing a phone, marketplace names in
+traditional characters, placeholder
 contacts (13800000000, test@test.com), a few bad values in every source (unreadable,
 impossible and future dates, broken emails, negative order totals, an order twice in one
 export), and about 1% children under 14 (sensitive personal information).
@@ -35,6 +36,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import opencc
 
 SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
 GIVEN = list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰海燕子涵浩然欣怡梓轩一诺雨桐宇航思远佳琪晨曦")
@@ -59,6 +61,7 @@ PROFILES = {
     "prospect": (0.20, (0, 0), (0, 0)),
 }
 
+_TRADITIONAL = opencc.OpenCC("s2t")
 
 @dataclass
 class Person:
@@ -344,13 +347,15 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
         truth.append(("marketplace", nick, p.pid))
         phone = p.household_phone or p.phone
         masked = f"{phone[:3]}****{phone[-4:]}"
+        # Some buyers type their name in traditional characters (陳麗華 for 陈丽华).
+        receiver = _TRADITIONAL.convert(p.name) if not p.planted and int(p.pid[1:]) % 9 == 4 else p.name
         for t in _channel_orders(g, p, "marketplace"):
             n_orders += 1
             lines = _lines(g, p.profile == "lapsed")
             total = round(sum(q * pr for *_, q, pr in lines), 2)
             status = "交易成功" if g.rng.random() < 0.9 else g.pick(["已退款", "交易关闭"])
             for no, (sku, c, _, q, price) in enumerate(lines, start=1):
-                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, p.name, masked, p.province,
+                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, receiver, masked, p.province,
                              p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
     planted_names = {p.name for p in people if p.planted}

@@ -144,8 +144,10 @@ def _erase_work(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict[str, i
     for table in WORK_TABLES_BY_SOURCE_ID:
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE (source, source_customer_id) IN (SELECT * FROM gone)")
     for table in ("identity.golden", "features.customer_features", "tags.customer_tags", "tags.overrides",
-                  "identity.node_customer"):
+                  "identity.links", "identity.node_customer"):
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE customer_id = ?", [customer_id])
+    removed["work rows"] += delete("DELETE FROM identity.review WHERE ? IN (customer_id_a, customer_id_b)",
+                                   [customer_id])
     removed["quarantine rows"] = delete(
         "DELETE FROM ops.quarantine WHERE (source, source_record_id) IN (SELECT * FROM gone_records)")
     return removed
@@ -177,6 +179,8 @@ def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame
             for (table,) in tables:
                 removed += len(con.execute(f"DELETE FROM analytics.{table} WHERE customer_id = ? RETURNING 1",
                                            [customer_id]).fetchall())
+            removed += len(con.execute("DELETE FROM ops.identity_review WHERE ? IN (customer_id_a, customer_id_b)"
+                                       " RETURNING 1", [customer_id]).fetchall())
             con.execute("CHECKPOINT")
         os.replace(building, settings.warehouse)
     finally:

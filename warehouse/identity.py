@@ -11,9 +11,15 @@ Deterministic stitching on normalised identifiers (DESIGN.md, Identity):
 | name + birth date + city | equal ``name_key``, birth date *and* city (the same person registered with another phone, e.g. a relative's) |
 | masked phone + name | marketplace ``138****5678`` equal to a full phone's prefix/suffix *and* equal name |
 
+| model | a trained splink model (``warehouse/identity_model.py``) scores the pair at least ``accept_probability`` and it agrees on a name, birth date, phone or email local part |
+
 Blocklisted placeholder values never link, and an identifier shared by more than
-``max_records_per_identifier`` source customers stops linking.  Connected components are
-computed set-based by iterated min-label propagation in SQL (a loop over iterations, not rows).
+``max_records_per_identifier`` source customers stops linking.  The kinds are applied in the
+order of the table; a merge that would give one customer more than
+``max_member_ids_per_customer`` member ids or ``max_cluster_size`` records is not made.  Scored
+pairs left apart and links a limit stopped go to ``identity.review``.  Connected components
+are computed set-based by iterated min-label propagation in SQL (a loop over iterations, not
+rows), per link kind on the customers so far.
 
 Stable ids: a component keeps the id its records had; when components merge the oldest id
 survives; when one splits, the part with most records keeps the id and the others get new
@@ -24,13 +30,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
 
 import duckdb
 import yaml
 
-from warehouse import dialect
+from warehouse import dialect, identity_model
 from warehouse.faults import failpoint
 from warehouse.errors import StageError
+
+
+# Links are applied in this order, strongest first; each kind may only merge what respects the
+# limits (member ids per customer, records per customer) after the kinds before it.
+LINK_KINDS = ("member_id", "email", "phone+name", "phone+birth date", "name+birth date+city",
+              "masked phone+name", "model")
+# Fields a model link may rest on; a masked phone and the city only ever support one.
+EVIDENCE = ["name", "birth date", "phone", "email local part"]
 
 
 @dataclass
@@ -42,6 +57,9 @@ class IdentityResult:
     splits: int = 0
     iterations: int = 0
     capped_identifiers: int = 0
+    model_links: int = 0
+    rejected_links: int = 0
+    review_pairs: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -53,9 +71,9 @@ def load_identity_config() -> dict:
     return yaml.safe_load(files("warehouse").joinpath("identity.yaml").read_text(encoding="utf-8"))
 
 
-def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
-    block = config["blocklist"]
-    blocked_masks = [p[3:6] + "****" + p[-4:] for p in block["phone_e164"] if p.startswith("+86")]
+def _build_nodes(con: duckdb.DuckDBPyConnection, config: dict) -> None:
+    """``nodes``: every source customer (with a record or only orders/events/cases) numbered;
+    ``node_members``: their usable member ids."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE nodes AS
         SELECT row_number() OVER (ORDER BY source, source_customer_id) AS node, source, source_customer_id
@@ -64,6 +82,18 @@ def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
               UNION SELECT source, source_customer_id FROM stage.events WHERE source_customer_id IS NOT NULL
               UNION SELECT source, source_customer_id FROM stage.interactions WHERE source_customer_id IS NOT NULL)
         """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE node_members AS
+        SELECT n.node, r.member_id FROM stage.customer_records r JOIN nodes n USING (source, source_customer_id)
+        WHERE r.member_id IS NOT NULL AND {dialect.is_in('r.member_id', config['blocklist']['member_id'], negate=True)}
+        """)
+
+
+def _rule_links(con: duckdb.DuckDBPyConnection, config: dict) -> int:
+    """``links``: (a, b, kind, probability) from the deterministic rules, each record to the first
+    record sharing its identifier value; returns how many identifier values were over the cap."""
+    block = config["blocklist"]
+    blocked_masks = [p[3:6] + "****" + p[-4:] for p in block["phone_e164"] if p.startswith("+86")]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identifiers AS
         WITH r AS (SELECT n.node, c.* FROM stage.customer_records c JOIN nodes n USING (source, source_customer_id))
@@ -95,32 +125,96 @@ def _build_edges(con: duckdb.DuckDBPyConnection, config: dict) -> int:
         CREATE OR REPLACE TEMP TABLE identifier_groups AS
         SELECT kind, key, count(DISTINCT node) AS records, min(node) AS anchor
         FROM identifiers GROUP BY kind, key;
-        SELECT count(*) FROM identifier_groups WHERE records > {cap}""").fetchone()[0]
+        SELECT count(*) FROM identifier_groups WHERE records > {cap}""").fetchall()[0][0]
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE edges AS
-        SELECT DISTINCT i.node AS a, g.anchor AS b
+        CREATE OR REPLACE TEMP TABLE links AS
+        SELECT DISTINCT i.node AS a, g.anchor AS b, i.kind, CAST(NULL AS DOUBLE) AS probability
         FROM identifiers i JOIN identifier_groups g USING (kind, key)
         WHERE g.records BETWEEN 2 AND {cap} AND i.node <> g.anchor""")
-    con.execute("INSERT INTO edges SELECT b, a FROM edges")
     return capped
 
 
-def _connected_components(con: duckdb.DuckDBPyConnection, max_iterations: int = 100) -> int:
-    con.execute("CREATE OR REPLACE TEMP TABLE labels AS SELECT node, node AS label FROM nodes")
+def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memory_limit: str | None,
+                 result: IdentityResult) -> None:
+    """Scores candidate pairs with the trained splink model.  A pair is a ``model`` link when its
+    probability reaches ``accept_probability`` *and* it agrees on an evidence field (not only a
+    masked phone or the city); the other scored pairs become review candidates."""
+    settings = config["model"]
+    records = identity_model.comparison_records(con, config)
+    pairs = identity_model.score_pairs(records, model, float(settings["review_probability"]), memory_limit)
+    con.register("model_records", records)
+    con.register("model_pairs", pairs)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE scored AS
+        SELECT p.a, p.b, p.probability,
+               list_filter([CASE WHEN ra.name_key = rb.name_key THEN 'name' END,
+                            CASE WHEN ra.birth_date = rb.birth_date THEN 'birth date' END,
+                            CASE WHEN ra.phone_e164 = rb.phone_e164 THEN 'phone'
+                                 WHEN ra.phone_masked_key = rb.phone_masked_key THEN 'masked phone' END,
+                            CASE WHEN ra.email_local = rb.email_local THEN 'email local part' END,
+                            CASE WHEN ra.city = rb.city THEN 'city' END], lambda x: x IS NOT NULL) AS agreeing
+        FROM model_pairs p
+        JOIN model_records ra ON ra.unique_id = p.a JOIN model_records rb ON rb.unique_id = p.b;
+        INSERT INTO links
+        SELECT a, b, 'model', probability FROM scored
+        WHERE probability >= {float(settings['accept_probability'])}
+          AND list_has_any(agreeing, [{', '.join(dialect.quote(e) for e in EVIDENCE)}])""")
+    con.unregister("model_records")
+    con.unregister("model_pairs")
+    result.model_links = con.execute("SELECT count(*) FROM links WHERE kind = 'model'").fetchall()[0][0]
+
+
+def _components(con: duckdb.DuckDBPyConnection, edges: str, max_iterations: int = 100) -> int:
+    """``comp(node, root)``: the smallest node of each connected component of the symmetric edge
+    table ``edges(a, b)``, by iterated min-label propagation (a loop over iterations, not rows)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE comp AS SELECT DISTINCT a AS node, a AS root FROM {edges}")
     for iteration in range(1, max_iterations + 1):
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE next_labels AS
-            WITH hop AS (
-                SELECT e.a AS node, min(l.label) AS label FROM edges e JOIN labels l ON l.node = e.b GROUP BY e.a)
-            SELECT l.node, least(l.label, coalesce(h.label, l.label), j.label) AS label
-            FROM labels l LEFT JOIN hop h USING (node) JOIN labels j ON j.node = l.label""")
-        changed = con.execute("""SELECT count(*) FROM next_labels n JOIN labels l USING (node)
-                                 WHERE n.label <> l.label""").fetchone()[0]
-        con.execute("CREATE OR REPLACE TEMP TABLE labels AS SELECT * FROM next_labels")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE next_comp AS
+            WITH hop AS (SELECT e.a AS node, min(c.root) AS root FROM {edges} e JOIN comp c ON c.node = e.b GROUP BY e.a)
+            SELECT c.node, least(c.root, coalesce(h.root, c.root), j.root) AS root
+            FROM comp c LEFT JOIN hop h USING (node) JOIN comp j ON j.node = c.root""")
+        changed = con.execute("""SELECT count(*) FROM next_comp n JOIN comp c USING (node)
+                                 WHERE n.root <> c.root""").fetchall()[0][0]
+        con.execute("CREATE OR REPLACE TEMP TABLE comp AS SELECT * FROM next_comp")
         if changed == 0:
             return iteration
     raise StageError("resolve_identities", f"connected components did not converge in {max_iterations} iterations",
                      "lower max_records_per_identifier in warehouse/identity.yaml")
+
+
+def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: IdentityResult) -> None:
+    """``labels(node, label)``: each link kind in ``LINK_KINDS`` order merges the customers it
+    connects unless the merged customer would hold more than ``max_member_ids_per_customer``
+    member ids or more than ``max_cluster_size`` records; such a merge is not made and its links
+    are kept in ``rejected`` with the reason."""
+    max_members, max_size = int(config["max_member_ids_per_customer"]), int(config["max_cluster_size"])
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE labels AS SELECT node, node AS label FROM nodes;
+        CREATE OR REPLACE TEMP TABLE rejected (a BIGINT, b BIGINT, kind VARCHAR, probability DOUBLE, reason VARCHAR)""")
+    for kind in LINK_KINDS:
+        between = f"""FROM links l JOIN labels la ON la.node = l.a JOIN labels lb ON lb.node = l.b
+                      WHERE l.kind = {dialect.quote(kind)} AND la.label <> lb.label"""
+        pending = con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE layer AS SELECT DISTINCT la.label AS a, lb.label AS b {between};
+            INSERT INTO layer SELECT b, a FROM layer;
+            SELECT count(*) FROM layer""").fetchall()[0][0]
+        if not pending:
+            continue
+        result.iterations += _components(con, "layer")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE over_limit AS
+            SELECT c.root, count(*) AS records, count(DISTINCT m.member_id) AS member_ids
+            FROM labels l JOIN comp c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node
+            GROUP BY c.root HAVING count(*) > {max_size} OR count(DISTINCT m.member_id) > {max_members};
+            INSERT INTO rejected
+            SELECT l.a, l.b, l.kind, l.probability,
+                   CASE WHEN o.member_ids > {max_members} THEN 'would give one customer ' || o.member_ids || ' member ids'
+                        ELSE 'would give one customer ' || o.records || ' records' END
+            {between.replace('WHERE', 'JOIN comp c ON c.node = la.label JOIN over_limit o ON o.root = c.root WHERE')};
+            UPDATE labels SET label = c.root FROM comp c
+            WHERE c.node = labels.label AND c.root NOT IN (SELECT root FROM over_limit)""")
+    result.rejected_links = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
 
 
 def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:
@@ -140,7 +234,7 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
         CREATE OR REPLACE TEMP TABLE kept AS
         SELECT component, arg_min(old_id, seq) AS customer_id, list(old_id ORDER BY seq) AS won_ids
         FROM won GROUP BY component;""")
-    next_seq = con.execute("SELECT coalesce(max(seq), 0) FROM identity.customer_ids").fetchone()[0]
+    next_seq = con.execute("SELECT coalesce(max(seq), 0) FROM identity.customer_ids").fetchall()[0][0]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE assigned AS
         WITH fresh AS (
@@ -174,7 +268,7 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     counts = con.execute(f"""SELECT count(*) FILTER (WHERE is_new),
         (SELECT count(*) FROM ops.identity_changes WHERE run_id = {dialect.quote(run_id)} AND change = 'merge'),
         (SELECT count(*) FROM ops.identity_changes WHERE run_id = {dialect.quote(run_id)} AND change = 'split')
-        FROM assigned""").fetchone()
+        FROM assigned""").fetchall()[0]
     result.new_ids, result.merges, result.splits = counts
 
 
@@ -200,22 +294,71 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
         FROM ranked GROUP BY customer_id ORDER BY customer_id""")
 
 
-def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str) -> IdentityResult:
+def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:
+    """``identity.links``: the links inside each customer (what explain shows); ``identity.review``:
+    scored pairs left apart (below the acceptance probability, or resting on support fields only)
+    and links a limit rejected, between records that ended up in different customers."""
+    ends = """JOIN nodes na ON na.node = x.a JOIN nodes nb ON nb.node = x.b
+              JOIN identity.node_customer ca ON ca.source = na.source AND ca.source_customer_id = na.source_customer_id
+              JOIN identity.node_customer cb ON cb.source = nb.source AND cb.source_customer_id = nb.source_customer_id"""
+    con.execute(f"""
+        CREATE OR REPLACE TABLE identity.links AS
+        SELECT ca.customer_id, na.source AS source_a, na.source_customer_id AS source_customer_id_a,
+               nb.source AS source_b, nb.source_customer_id AS source_customer_id_b, x.kind, x.probability
+        FROM links x {ends}
+        WHERE ca.customer_id = cb.customer_id
+        ORDER BY 1, 2, 3, 4, 5""")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE identity.review AS
+        WITH candidates AS (
+            SELECT s.a, s.b, s.probability, s.agreeing,
+                   CASE WHEN list_has_any(s.agreeing, [{', '.join(dialect.quote(e) for e in EVIDENCE)}])
+                        THEN 'below the acceptance probability' ELSE 'agrees on masked phone or city only' END AS reason
+            FROM scored s
+            UNION ALL
+            SELECT r.a, r.b, r.probability, NULL, r.kind || ' link not made: ' || r.reason FROM rejected r)
+        SELECT {dialect.quote(run_id)} AS run_id, ca.customer_id AS customer_id_a, na.source AS source_a,
+               na.source_customer_id AS source_customer_id_a, cb.customer_id AS customer_id_b, nb.source AS source_b,
+               nb.source_customer_id AS source_customer_id_b, x.probability, x.agreeing, x.reason
+        FROM candidates x {ends}
+        WHERE ca.customer_id <> cb.customer_id
+        QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST) = 1
+        ORDER BY x.probability DESC NULLS LAST, 2, 5""")
+    result.review_pairs = con.execute("SELECT count(*) FROM identity.review").fetchall()[0][0]
+
+
+def train_model(con: duckdb.DuckDBPyConnection, out: Path, memory_limit: str | None = None) -> dict:
+    """Train the splink model on the staged customer records and save it at ``out``."""
+    config = load_identity_config()
+    _build_nodes(con, config)
+    return identity_model.train(identity_model.comparison_records(con, config), out, memory_limit)
+
+
+def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path | None = None,
+                       memory_limit: str | None = None) -> IdentityResult:
+    """Link source customers into customers (``model``: a trained splink model; without one only
+    the deterministic rules link)."""
     config = load_identity_config()
     result = IdentityResult()
+    con.execute("""CREATE OR REPLACE TEMP TABLE scored
+                   (a BIGINT, b BIGINT, probability DOUBLE, agreeing VARCHAR[])""")
     con.execute("BEGIN")
-    result.capped_identifiers = _build_edges(con, config)
-    result.iterations = _connected_components(con)
+    _build_nodes(con, config)
+    result.capped_identifiers = _rule_links(con, config)
+    if model is not None:
+        _model_links(con, config, model, memory_limit, result)
+    _link_in_order(con, config, result)
     _assign_stable_ids(con, run_id, result)
     failpoint("resolve_identities")
+    _record_links(con, run_id, result)
     _golden_records(con, config)
     con.execute("COMMIT")
     result.source_customers, result.customers = con.execute(
-        "SELECT count(*), count(DISTINCT customer_id) FROM identity.node_customer").fetchone()
-    big = con.execute(f"""SELECT customer_id, count(*) FROM identity.node_customer GROUP BY 1
-                          HAVING count(*) > {int(config['max_cluster_size'])}""").fetchall()
-    result.warnings += [f"customer {cid} has {n} source records (over max_cluster_size)" for cid, n in big]
+        "SELECT count(*), count(DISTINCT customer_id) FROM identity.node_customer").fetchall()[0]
     if result.capped_identifiers:
         result.warnings.append(f"{result.capped_identifiers} identifier values are shared by more than "
                                f"{config['max_records_per_identifier']} source customers and did not link")
+    if result.rejected_links:
+        result.warnings.append(f"{result.rejected_links} links were not made because the customer would exceed "
+                               "max_member_ids_per_customer or max_cluster_size (see ops.identity_review)")
     return result

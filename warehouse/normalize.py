@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import opencc
 import phonenumbers
 import pyarrow as pa
 
@@ -48,10 +49,16 @@ def phone_keys(raw_phones: list[str], region: str = "CN") -> pa.Table:
                      "masked_key": pa.array(masked, pa.string())})
 
 
+# Bump when name_key changes: staging caches keys per raw name and version.
+NAME_KEY_VERSION = "t2s"
+_TO_SIMPLIFIED = opencc.OpenCC("t2s")
+
+
 def name_key(raw: str) -> str | None:
-    """Full-width to half-width (NFKC), no whitespace, lower case."""
+    """Full-width to half-width (NFKC), no whitespace, lower case, traditional Chinese folded to
+    simplified (陳麗華 and 陈丽华 compare equal)."""
     text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw)).lower()
-    return text or None
+    return _TO_SIMPLIFIED.convert(text) or None
 
 
 def name_keys(raw_names: list[str]) -> pa.Table:

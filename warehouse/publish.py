@@ -80,6 +80,8 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
                    FROM work.identity.node_customer m
                    LEFT JOIN work.stage.customer_records r USING (source, source_customer_id)
                    ORDER BY m.customer_id, m.source, m.source_customer_id""")
+    con.execute("CREATE TABLE analytics.customer_links AS SELECT * FROM work.identity.links")
+    con.execute("CREATE TABLE ops.identity_review AS SELECT * FROM work.identity.review")
 
 
 def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:

@@ -85,6 +85,11 @@ class Settings:
     def exports(self) -> Path:
         return self.data_dir / "exports"
 
+    @property
+    def identity_model(self) -> Path:
+        """The trained splink model (``tagwright identity train``); the nightly uses it if present."""
+        return self.data_dir / "identity" / "model.json"
+
     def ensure_restricted(self) -> list[tuple[Path, Path]]:
         """Create the restricted area owner-only; move a work file and lake of the older layout
         (directly under the data directory) into it.  Returns the (old, new) paths moved."""

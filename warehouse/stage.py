@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sources.entities import ENTITIES
 from warehouse import dialect
-from warehouse.normalize import name_keys, phone_keys
+from warehouse.normalize import NAME_KEY_VERSION, name_keys, phone_keys
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
 
@@ -91,7 +91,7 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
                                    ORDER BY updated_at DESC NULLS LAST, _load_id DESC, _row DESC) = 1""")
     _extend_key_cache(con, "phone_keys", "phone", lambda raw: phone_keys(raw, settings.phone_region),
                       settings.phone_region)
-    _extend_key_cache(con, "name_keys", "name", name_keys, "")
+    _extend_key_cache(con, "name_keys", "name", name_keys, NAME_KEY_VERSION)
     con.execute(f"""
         CREATE OR REPLACE TABLE stage.customer_records AS
         SELECT r.source, r.source_customer_id, r.source_record_id,
@@ -102,7 +102,7 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
                r.email_opt_in, r.sms_opt_in, r.updated_at, r.attributes, r._file, r._row, r._load_id
         FROM latest_records r
         LEFT JOIN stage.phone_keys p ON p.raw = r.phone AND p.variant = {dialect.quote(settings.phone_region)}
-        LEFT JOIN stage.name_keys n ON n.raw = r.name AND n.variant = ''
+        LEFT JOIN stage.name_keys n ON n.raw = r.name AND n.variant = {dialect.quote(NAME_KEY_VERSION)}
         ORDER BY r.source, r.source_customer_id""")
 
 

@@ -15,6 +15,8 @@ from warehouse.validate import validate
 from warehouse.workdb import open_work_db
 
 MEMBER_HEADER = ["会员卡号", "姓名", "手机号", "性别", "生日", "省份", "城市", "入会时间", "短信订阅"]
+MARKETPLACE_HEADER = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
+                      "商品编码", "商品类目", "购买数量", "商品单价", "实付金额", "订单状态"]
 
 
 def write_web_users(inbox: Path, users: list[dict], name: str = "users.jsonl") -> None:
@@ -39,14 +41,28 @@ def write_store_members(inbox: Path, members: list[dict], name: str = "members.c
     (folder / name).write_bytes(buffer.getvalue().encode("gbk"))
 
 
-def run_through_identity(settings: Settings, run_id: str = "r1") -> dict[tuple[str, str], str]:
+def write_marketplace_orders(inbox: Path, buyers: list[dict], name: str = "orders_20250101.csv") -> None:
+    """One order per buyer dict (买家昵称, 收货人, 联系电话, ...)."""
+    folder = inbox / "marketplace"
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MARKETPLACE_HEADER)
+    writer.writeheader()
+    for i, b in enumerate(buyers, start=1):
+        writer.writerow({"订单编号": f"T{i:09d}", "子订单编号": f"T{i:09d}-1", "收货省份": "上海", "收货城市": "上海",
+                         "下单时间": "2025-01-02 10:00:00", "商品编码": "SKU1", "商品类目": "美妆", "购买数量": 1,
+                         "商品单价": "10.00", "实付金额": "10.00", "订单状态": "交易成功", **b})
+    (folder / name).write_text(buffer.getvalue(), encoding="utf-8-sig")
+
+
+def run_through_identity(settings: Settings, run_id: str = "r1", model: Path | None = None) -> dict[tuple[str, str], str]:
     """Land, validate, stage and resolve; return {(source, source_customer_id): customer_id}."""
     con = open_work_db(settings)
     try:
         land(con, settings, run_id)
         validate(con, settings, run_id)
         stage(con, settings)
-        resolve_identities(con, run_id)
+        resolve_identities(con, run_id, model)
         return {(s, i): c for s, i, c in con.execute(
             "SELECT source, source_customer_id, customer_id FROM identity.node_customer").fetchall()}
     finally:

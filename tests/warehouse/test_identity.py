@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import duckdb
 
-from tests.warehouse.helpers import run_through_identity, write_store_members, write_web_users
+from tests.warehouse.helpers import run_through_identity, write_marketplace_orders, write_store_members, write_web_users
+
+
+def _review(settings) -> list[tuple]:
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        return con.execute("""SELECT source_a, source_customer_id_a, source_b, source_customer_id_b, reason
+                              FROM identity.review ORDER BY ALL""").fetchall()
 
 
 def test_same_person_links_across_sources_but_a_family_sharing_a_phone_does_not(settings):
@@ -93,3 +99,41 @@ def test_an_empty_blocklist_blocks_nothing(settings, monkeypatch):
     write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "王芳", "手机号": "13812345678"}])
     ids = run_through_identity(settings)
     assert ids[("web", "U1")] == ids[("store", "M1")]
+
+
+def test_a_name_in_traditional_characters_links_like_its_simplified_form(settings):
+    write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "陈丽华", "手机号": "13812345678"}])
+    write_marketplace_orders(settings.inbox, [{"买家昵称": "tb_chen", "收货人": "陳麗華", "联系电话": "138****5678"},
+                                              {"买家昵称": "tb_other", "收货人": "陳麗", "联系电话": "138****5678"}])
+    ids = run_through_identity(settings)
+    assert ids[("marketplace", "tb_chen")] == ids[("store", "M1")] != ids[("marketplace", "tb_other")]
+
+
+def test_a_customer_never_holds_two_member_ids(settings):
+    # Two card holders typed the same email into their web accounts: the email link is not made.
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "family@example.com", "member_card": "M1", "real_name": "李娜"},
+        {"user_id": "U2", "email": "family@example.com", "member_card": "M2", "real_name": "李强"},
+    ])
+    write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "李娜", "手机号": "13812345678"},
+                                         {"会员卡号": "M2", "姓名": "李强", "手机号": "13912345678"}])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] == ids[("store", "M1")]
+    assert ids[("web", "U2")] == ids[("store", "M2")]
+    assert ids[("web", "U1")] != ids[("web", "U2")]
+    assert [r[-1] for r in _review(settings)] == ["email link not made: would give one customer 2 member ids"]
+
+
+def test_no_customer_grows_past_max_cluster_size(settings, monkeypatch):
+    import warehouse.identity as identity
+
+    config = identity.load_identity_config()
+    config["max_cluster_size"] = 3
+    monkeypatch.setattr(identity, "load_identity_config", lambda: config)
+    write_web_users(settings.inbox, [
+        {"user_id": f"U{i}", "email": "shared@example.com", "member_card": "M1" if i < 2 else None}
+        for i in range(5)])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U0")] == ids[("web", "U1")]  # the member id link (2 records) is made first
+    assert len(set(ids.values())) == 4               # the email would make one customer of 5
+    assert {r[-1] for r in _review(settings)} == {"email link not made: would give one customer 5 records"}

@@ -26,3 +26,8 @@ def test_phone_keys(description, raw, e164, masked):
 def test_names_fold_full_width_and_whitespace():
     assert name_key(" 李 娜 ") == name_key("李娜")
     assert name_key("ＬＩ　Ｎａ") == "lina"
+
+
+def test_traditional_and_simplified_names_share_a_key():
+    assert name_key("陳麗華") == name_key("陈丽华") == "陈丽华"
+    assert name_key("鄧 偉") == name_key("邓伟")

@@ -82,6 +82,17 @@ CREATE TABLE IF NOT EXISTS identity.node_customer (
     PRIMARY KEY (source, source_customer_id)
 );
 
+-- The links inside each customer of the last run (explain shows them) and the pairs left apart
+-- for review (warehouse/identity.py).
+CREATE TABLE IF NOT EXISTS identity.links (
+    customer_id VARCHAR, source_a VARCHAR, source_customer_id_a VARCHAR, source_b VARCHAR,
+    source_customer_id_b VARCHAR, kind VARCHAR, probability DOUBLE
+);
+CREATE TABLE IF NOT EXISTS identity.review (
+    run_id VARCHAR, customer_id_a VARCHAR, source_a VARCHAR, source_customer_id_a VARCHAR, customer_id_b VARCHAR,
+    source_b VARCHAR, source_customer_id_b VARCHAR, probability DOUBLE, agreeing VARCHAR[], reason VARCHAR
+);
+
 CREATE TABLE IF NOT EXISTS ops.identity_changes (
     run_id VARCHAR NOT NULL,
     change VARCHAR NOT NULL,            -- merge | split
