@@ -171,7 +171,7 @@ def main() -> None:
     truth = data / "inbox" / "ground_truth.csv"
     prepared = _in_fresh_process(_prepare, args.customers, args.days, args.seed)
     runs = {"rules": _in_fresh_process(_resolve, None, truth)}
-    for accept in sorted({0.99, shipped, 0.75}, reverse=True):
+    for accept in sorted({0.99, 0.9, 0.8, 0.7, shipped}, reverse=True):
         runs[f"rules + model @ {accept}"] = _in_fresh_process(_resolve, accept, truth)
     runs[f"splink alone @ {shipped}"] = _in_fresh_process(_splink_alone, shipped, truth)
     shipped_run = runs[f"rules + model @ {shipped}"]

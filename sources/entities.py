@@ -49,6 +49,10 @@ ENTITIES: dict[str, pa.Schema] = {
             ("status", pa.string()),
             ("channel", pa.string()),
             ("store_id", pa.string()),
+            # Set when this source re-records an order placed in another source (a marketplace
+            # order picked up in a store): that source and its order id.  Staging keeps one.
+            ("origin_source", pa.string()),
+            ("origin_order_id", pa.string()),
             *COMMON,
         ]
     ),

@@ -6,7 +6,9 @@ the same bytes:
 - ``web/``: ``users.jsonl`` (registrations, emails with case/whitespace noise, a few repeated
   rows), ``events.jsonl`` (page_view, search, add_to_cart, login; UTC ISO), ``orders.jsonl``;
 - ``store/``: GBK CSVs with Chinese headers, ``members.csv`` and ``pos_transactions.csv``
-  (local time, phones as 138-1234-5678 / +86 13812345678 / 8613812345678);
+  (local time, phones as 138-1234-5678 / +86 13812345678 / 8613812345678), and
+  ``pos_transactions_pickups.csv``: marketplace orders picked up in a store, recorded again
+  with the platform's order number (the same order through two sources);
 - ``marketplace/``: two overlapping order exports (an order re-exported, some later refunded)
   with masked phones, plus the newer one delivered a second time under another name;
 - ``zoho_crm/``: a Zoho CRM contacts export and a cases export (service tickets: complaints,
@@ -16,8 +18,8 @@ the same bytes:
 - ``planted.json``: customers with known behaviour that tests assert on.
 
 Traps: the same person in two or three sources, families sharing a phone, marketplace names in
-traditional characters, placeholder
-contacts (13800000000, test@test.com), a few bad values in every source (unreadable,
+traditional characters, an order through two sources, placeholder contacts (13800000000,
+test@test.com), a few bad values in every source (unreadable,
 impossible and future dates, broken emails, negative order totals, an order twice in one
 export), and about 1% children under 14 (sensitive personal information).
 """
@@ -358,6 +360,7 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
                 rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, receiver, masked, p.province,
                              p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
+    _write_store_pickups(g, folder.parent / "store", people, rows)
     planted_names = {p.name for p in people if p.planted}
     broken = next((r for r in rows[len(rows) // 3:] if r[4] not in planted_names), None)
     if broken is not None:
@@ -383,6 +386,22 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
     _write_csv(second, header, newer, "utf-8-sig")
     shutil.copyfile(second, folder / f"orders_{g.end.strftime('%Y%m%d')}_resent.csv")
     return {"marketplace_rows": len(older) + len(newer), "marketplace_orders": n_orders}
+
+
+def _write_store_pickups(g: _Gen, folder: Path, people: list[Person], rows: list[list]) -> None:
+    """Some marketplace orders of store members were picked up and paid in a store: the POS
+    recorded them again with the platform's order number (平台订单号), the same order twice."""
+    cards = {p.pid: p.card for p in people if "store" in p.sources and not p.planted}
+    pickups = []
+    for t, order, line, nick, *_, sku, category, q, price, _total, status in rows:
+        number, pid = int(order[1:]), "P" + nick.split("_")[1]
+        if number % 40 == 7 and pid in cards and status == "交易成功" and t < g.end_dt - timedelta(days=3):
+            stamp = (t + timedelta(days=2)).strftime("%Y/%m/%d %H:%M")
+            pickups.append([f"RP{number:08d}", line.rsplit("-", 1)[1], cards[pid], "", stamp, "S001", sku, category,
+                            q, price, f"{float(q) * float(price):.2f}", "销售", order])
+    _write_csv(folder / "pos_transactions_pickups.csv",
+               ["小票号", "行号", "会员卡号", "手机号", "交易时间", "门店编号", "商品编码", "品类", "数量", "单价", "金额",
+                "交易类型", "平台订单号"], pickups, "gbk")
 
 
 def _write_xlsx(path: Path, header: list[str], rows: list[list]) -> None:

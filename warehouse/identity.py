@@ -146,19 +146,20 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
     con.register("model_pairs", pairs)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE scored AS
-        SELECT p.a, p.b, p.probability,
-               list_filter([CASE WHEN ra.name_key = rb.name_key THEN 'name' END,
-                            CASE WHEN ra.birth_date = rb.birth_date THEN 'birth date' END,
-                            CASE WHEN ra.phone_e164 = rb.phone_e164 THEN 'phone'
-                                 WHEN ra.phone_masked_key = rb.phone_masked_key THEN 'masked phone' END,
-                            CASE WHEN ra.email_local = rb.email_local THEN 'email local part' END,
-                            CASE WHEN ra.city = rb.city THEN 'city' END], lambda x: x IS NOT NULL) AS agreeing
-        FROM model_pairs p
-        JOIN model_records ra ON ra.unique_id = p.a JOIN model_records rb ON rb.unique_id = p.b;
-        INSERT INTO links
-        SELECT a, b, 'model', probability FROM scored
-        WHERE probability >= {float(settings['accept_probability'])}
-          AND list_has_any(agreeing, [{', '.join(dialect.quote(e) for e in EVIDENCE)}])""")
+        WITH compared AS (
+            SELECT p.a, p.b, p.probability,
+                   list_filter([CASE WHEN ra.name_key = rb.name_key THEN 'name' END,
+                                CASE WHEN ra.birth_date = rb.birth_date THEN 'birth date' END,
+                                CASE WHEN ra.phone_e164 = rb.phone_e164 THEN 'phone'
+                                     WHEN ra.phone_masked_key = rb.phone_masked_key THEN 'masked phone' END,
+                                CASE WHEN ra.email_local = rb.email_local THEN 'email local part' END,
+                                CASE WHEN ra.city = rb.city THEN 'city' END], lambda x: x IS NOT NULL) AS agreeing
+            FROM model_pairs p
+            JOIN model_records ra ON ra.unique_id = p.a JOIN model_records rb ON rb.unique_id = p.b)
+        SELECT *, list_has_any(agreeing, [{', '.join(dialect.quote(e) for e in EVIDENCE)}]) AS has_evidence,
+               has_evidence AND probability >= {float(settings['accept_probability'])} AS accepted
+        FROM compared;
+        INSERT INTO links SELECT a, b, 'model', probability FROM scored WHERE accepted""")
     con.unregister("model_records")
     con.unregister("model_pairs")
     result.model_links = con.execute("SELECT count(*) FROM links WHERE kind = 'model'").fetchall()[0][0]
@@ -311,10 +312,10 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
     con.execute(f"""
         CREATE OR REPLACE TABLE identity.review AS
         WITH candidates AS (
-            SELECT s.a, s.b, s.probability, s.agreeing,
-                   CASE WHEN list_has_any(s.agreeing, [{', '.join(dialect.quote(e) for e in EVIDENCE)}])
-                        THEN 'below the acceptance probability' ELSE 'agrees on masked phone or city only' END AS reason
-            FROM scored s
+            SELECT a, b, probability, agreeing,
+                   CASE WHEN has_evidence THEN 'below the acceptance probability'
+                        ELSE 'agrees on masked phone or city only' END AS reason
+            FROM scored WHERE NOT accepted
             UNION ALL
             SELECT r.a, r.b, r.probability, NULL, r.kind || ' link not made: ' || r.reason FROM rejected r)
         SELECT {dialect.quote(run_id)} AS run_id, ca.customer_id AS customer_id_a, na.source AS source_a,
@@ -328,10 +329,18 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
 
 
 def train_model(con: duckdb.DuckDBPyConnection, out: Path, memory_limit: str | None = None) -> dict:
-    """Train the splink model on the staged customer records and save it at ``out``."""
+    """Train the splink model on the staged customer records, the rules' customers as labels,
+    and save it at ``out``."""
     config = load_identity_config()
     _build_nodes(con, config)
-    return identity_model.train(identity_model.comparison_records(con, config), out, memory_limit)
+    _rule_links(con, config)
+    _link_in_order(con, config, IdentityResult())
+    records = identity_model.comparison_records(con, config)
+    con.register("model_records", records)
+    labelled = con.sql("""SELECT r.*, l.label AS rule_customer FROM model_records r
+                          JOIN labels l ON l.node = r.unique_id ORDER BY r.unique_id""").to_arrow_table()
+    con.unregister("model_records")
+    return identity_model.train(labelled, out, memory_limit)
 
 
 def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path | None = None,
@@ -340,8 +349,8 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path 
     the deterministic rules link)."""
     config = load_identity_config()
     result = IdentityResult()
-    con.execute("""CREATE OR REPLACE TEMP TABLE scored
-                   (a BIGINT, b BIGINT, probability DOUBLE, agreeing VARCHAR[])""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE scored (a BIGINT, b BIGINT, probability DOUBLE, agreeing VARCHAR[],
+                                                        has_evidence BOOLEAN, accepted BOOLEAN)""")
     con.execute("BEGIN")
     _build_nodes(con, config)
     result.capped_identifiers = _rule_links(con, config)

@@ -6,7 +6,7 @@ stays two customers there; this model scores such pairs on the fields they do sh
 
 - **Training** (``tagwright identity train``, its own flow, not nightly) fits a Fellegi-Sunter
   model on the staged customer records: the prior from the deterministic links, u by random
-  sampling, m by expectation maximisation on several blocking rules.  It is saved as splink
+  sampling, m from the pairs the deterministic rules linked (their customers as labels).  It is saved as splink
   JSON in ``<data dir>/identity/model.json`` (``Settings.identity_model``).
 - **Scoring** (every nightly, if a model exists) compares records blocked on name + city,
   masked phone, birth date + city and email local part; ``identity.py`` accepts a pair as a
@@ -97,7 +97,14 @@ def _linker(records: pa.Table, settings, memory_limit: str | None):
 
 
 def train(records: pa.Table, out: Path, memory_limit: str | None = None, seed: int = 1) -> dict:
-    """Fit the model on ``records`` and save it as splink JSON at ``out``; returns its summary."""
+    """Fit the model on ``records`` and save it as splink JSON at ``out``; returns the model.
+
+    ``records`` carries ``rule_customer``, the customer the deterministic rules gave each
+    record: pairs within one are the labelled matches m is estimated from (the rules are
+    precise, so their customers are trustworthy labels), u comes from random pairs and the prior
+    from the rules' links.  Expectation maximisation is not used: on these fields it drifts to
+    "same birthday and city is a match" (conditional independence does not hold).
+    """
     from splink import block_on
 
     if records.num_rows < 100:
@@ -108,8 +115,7 @@ def train(records: pa.Table, out: Path, memory_limit: str | None = None, seed: i
     linker.training.estimate_probability_two_random_records_match(
         [block_on("phone_e164", "name_key"), block_on("email_local", "birth_date")], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=seed)
-    for rule in (block_on("name_key", "city"), block_on("phone_masked_key"), block_on("birth_date")):
-        linker.training.estimate_parameters_using_expectation_maximisation(rule)
+    linker.training.estimate_m_from_label_column("rule_customer")
     out.parent.mkdir(parents=True, exist_ok=True)
     return linker.misc.save_model_to_json(str(out), overwrite=True)
 

@@ -82,6 +82,7 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
                    ORDER BY m.customer_id, m.source, m.source_customer_id""")
     con.execute("CREATE TABLE analytics.customer_links AS SELECT * FROM work.identity.links")
     con.execute("CREATE TABLE ops.identity_review AS SELECT * FROM work.identity.review")
+    con.execute("CREATE TABLE ops.order_copies AS SELECT * FROM work.stage.order_copies")
 
 
 def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:

@@ -6,8 +6,10 @@
   ``phone_masked_key`` and ``name_key`` (phones and names are normalised once per distinct
   raw value and cached in ``stage.phone_keys`` / ``stage.name_keys``);
 - orders: one per (source, order_id), the version from the newest load (a re-export carries
-  the latest status); amounts as DECIMAL(18, 2);
-- order lines: the lines of that newest load of their order;
+  the latest status); amounts as DECIMAL(18, 2); an order that also arrived through another
+  source (``origin_source``/``origin_order_id``) kept once, by ``order_source_precedence``,
+  the copies listed in ``stage.order_copies``;
+- order lines: the lines of that newest load of their kept order;
 - events: one per (source, event_id);
 - interactions (service tickets, complaints, returns): one per (source, interaction_id).
 """
@@ -23,6 +25,7 @@ import pyarrow as pa
 
 from sources.entities import ENTITIES
 from warehouse import dialect
+from warehouse.identity import load_identity_config
 from warehouse.normalize import NAME_KEY_VERSION, name_keys, phone_keys
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
@@ -43,6 +46,7 @@ END"""
 @dataclass
 class StageResult:
     rows: dict[str, int] = field(default_factory=dict)
+    order_copies: int = 0  # orders set aside as another source's copy of an order
 
     @property
     def row_count(self) -> int:
@@ -122,16 +126,39 @@ def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: st
 def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     _stage_newest(con, settings, "order", "orders", "order_id",
                   "source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount, currency, status, "
-                  "channel, store_id, attributes")
+                  "channel, store_id, origin_source, origin_order_id, attributes")
+    _drop_cross_source_copies(con)
     lines = _register_lake(con, settings, "order_line")
     con.execute(f"""
         CREATE OR REPLACE TABLE stage.order_lines AS
         SELECT source, order_id, line_no, sku, category, quantity,
                CAST(unit_price AS DECIMAL(18, 2)) AS unit_price, attributes, _file, _row, _load_id
         FROM {lines}
+        SEMI JOIN stage.orders USING (source, order_id)
         QUALIFY _load_id = max(_load_id) OVER (PARTITION BY source, order_id)
             AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _row DESC) = 1
         ORDER BY source, order_id, line_no""")
+
+
+def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
+    """One order arriving through two sources (a store receipt for a marketplace order picked up
+    in the store names it in ``origin_source``/``origin_order_id``) is kept once: from the source
+    first in ``order_source_precedence`` (warehouse/identity.yaml).  The copies set aside are
+    listed in ``stage.order_copies`` with the order kept."""
+    precedence = load_identity_config()["order_source_precedence"]
+    ranks = ", ".join(f"({dialect.quote(s)}, {i})" for i, s in enumerate(precedence))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE order_keys AS
+        SELECT o.source, o.order_id, coalesce(o.origin_source, o.source) AS key_source,
+               coalesce(o.origin_order_id, o.order_id) AS key_order_id,
+               first_value(o.source) OVER w AS kept_source, first_value(o.order_id) OVER w AS kept_order_id
+        FROM stage.orders o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
+        WINDOW w AS (PARTITION BY coalesce(o.origin_source, o.source), coalesce(o.origin_order_id, o.order_id)
+                     ORDER BY coalesce(p.rank, {len(precedence)}), o.source, o.order_id);
+        CREATE OR REPLACE TABLE stage.order_copies AS
+        SELECT source, order_id, kept_source, kept_order_id FROM order_keys
+        WHERE (source, order_id) <> (kept_source, kept_order_id) ORDER BY ALL;
+        DELETE FROM stage.orders WHERE (source, order_id) IN (SELECT source, order_id FROM stage.order_copies)""")
 
 
 def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
@@ -147,5 +174,6 @@ def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     con.execute("COMMIT")
     result = StageResult()
     for table in ("customer_records", "orders", "order_lines", "events", "interactions"):
-        result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchone()[0]
+        result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchall()[0][0]
+    result.order_copies = con.execute("SELECT count(*) FROM stage.order_copies").fetchall()[0][0]
     return result

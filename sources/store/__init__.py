@@ -18,6 +18,9 @@ from sources.sdk import (FileReader, ReadContext, Stream, clean_text, enforce_co
 
 POS_COLUMNS = ["小票号", "行号", "会员卡号", "手机号", "交易时间", "门店编号", "商品编码", "品类", "数量", "单价", "金额", "交易类型"]
 POS_REQUIRED = ["小票号", "行号", "会员卡号", "交易时间", "金额"]
+# Optional: a marketplace order picked up and paid in the store carries the platform's order
+# number, so staging keeps that order once.
+PLATFORM_ORDER = "平台订单号"
 
 
 def read_pos(path: Path, ctx: ReadContext) -> dict:
@@ -34,6 +37,8 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
         "_row": raw["_row"],
     })
     lines["source_record_id"] = lines["order_id"] + "#" + raw["行号"].astype("string")
+    platform_order = clean_text(raw.pop(PLATFORM_ORDER)) if PLATFORM_ORDER in raw else pd.Series(pd.NA, index=raw.index,
+                                                                                                   dtype="string")
     extra = raw.drop(columns=[*POS_COLUMNS, "_row"])
     line_table = to_entity_table("order_line", lines.assign(line_no=lines["line_no"].astype("Int32")), errors, extra)
 
@@ -44,6 +49,7 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
         "amount": parse_number(raw["金额"], "金额", errors),
         "refund": clean_text(raw["交易类型"]) == "退货",
         "store_id": clean_text(raw["门店编号"]),
+        "origin_order_id": platform_order,
         "_row": lines["_row"],
         "_errors": errors.column(),
     })
@@ -53,12 +59,14 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
         amount=("amount", lambda a: a.sum(min_count=len(a))),
         refund=("refund", "any"),
         store_id=("store_id", "first"),
+        origin_order_id=("origin_order_id", "first"),
         _row=("_row", "min"),
         _errors=("_errors", lambda e: "; ".join(dict.fromkeys(x for x in e if isinstance(x, str))) or None),
     ).reset_index()
     orders["status"] = orders.pop("refund").map({True: "refunded", False: "paid"})
     orders["currency"] = "CNY"
     orders["channel"] = "store"
+    orders["origin_source"] = orders["origin_order_id"].where(orders["origin_order_id"].isna(), "marketplace")
     orders["source_record_id"] = orders["order_id"]
     return {"order": to_entity_table("order", orders), "order_line": line_table}
 

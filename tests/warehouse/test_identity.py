@@ -1,4 +1,4 @@
-"""Deterministic identity resolution on the real stages, with the traps of real data."""
+"""Identity resolution and record deduplication on the real stages, with the traps of real data."""
 
 from __future__ import annotations
 
@@ -137,3 +137,56 @@ def test_no_customer_grows_past_max_cluster_size(settings, monkeypatch):
     assert ids[("web", "U0")] == ids[("web", "U1")]  # the member id link (2 records) is made first
     assert len(set(ids.values())) == 4               # the email would make one customer of 5
     assert {r[-1] for r in _review(settings)} == {"email link not made: would give one customer 5 records"}
+
+
+def test_an_order_arriving_through_two_sources_is_kept_once_from_the_preferred_source(settings):
+    write_marketplace_orders(settings.inbox, [{"买家昵称": "tb_chen", "收货人": "陈丽华", "联系电话": "138****5678"}])
+    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型,平台订单号\n"
+    rows = ("RP1,1,M1,,2025/01/04 10:00,S001,SKU1,美妆,1,10.00,10.00,销售,T000000001\n"   # the pickup of T000000001
+            "R2,1,M1,,2025/01/05 10:00,S001,SKU2,美妆,1,20.00,20.00,销售,\n")            # an ordinary receipt
+    (settings.inbox / "store").mkdir(parents=True)
+    (settings.inbox / "store" / "pos_transactions.csv").write_bytes((header + rows).encode("gbk"))
+    run_through_identity(settings)
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        orders = con.execute("SELECT source, order_id FROM stage.orders ORDER BY ALL").fetchall()
+        lines = con.execute("SELECT DISTINCT source, order_id FROM stage.order_lines ORDER BY ALL").fetchall()
+        copies = con.execute("SELECT * FROM stage.order_copies").fetchall()
+    assert orders == lines == [("marketplace", "T000000001"), ("store", "R2")]
+    assert copies == [("store", "RP1", "marketplace", "T000000001")]
+
+
+def test_the_trained_model_links_what_the_rules_leave_apart_and_never_two_people(settings):
+    from datetime import date
+
+    from sources.sample import generate
+    from warehouse.identity import load_identity_config, train_model
+    from warehouse.workdb import open_work_db
+
+    accept = load_identity_config()["model"]["accept_probability"]
+    generate(settings.inbox, customers=1500, seed=11, end_date=date(2026, 11, 21))
+    rules_only = run_through_identity(settings, "r1")
+    con = open_work_db(settings)
+    try:
+        train_model(con, settings.identity_model)
+    finally:
+        con.close()
+    with_model = run_through_identity(settings, "r2", settings.identity_model)
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        con.execute(f"""CREATE TEMP TABLE truth AS
+                        SELECT * FROM read_csv('{settings.inbox / "ground_truth.csv"}', all_varchar = true)""")
+        model_links = con.execute("""
+            SELECT count(*), count(*) FILTER (WHERE ta.person_id <> tb.person_id), min(l.probability)
+            FROM identity.links l
+            JOIN truth ta ON ta.source = l.source_a AND ta.source_customer_id = l.source_customer_id_a
+            JOIN truth tb ON tb.source = l.source_b AND tb.source_customer_id = l.source_customer_id_b
+            WHERE l.kind = 'model'""").fetchall()[0]
+        people_per_customer = con.execute("""
+            SELECT max(people) FROM (SELECT count(DISTINCT t.person_id) AS people FROM identity.node_customer n
+                                     JOIN truth t USING (source, source_customer_id) GROUP BY n.customer_id)""").fetchall()
+        review = con.execute("""SELECT count(*), count(*) FILTER (WHERE probability >= $accept
+                                                                    AND reason = 'below the acceptance probability')
+                                FROM identity.review""", {"accept": accept}).fetchall()[0]
+    assert len(set(with_model.values())) < len(set(rules_only.values()))   # the model merged some customers
+    assert model_links[0] > 0 and model_links[1] == 0 and model_links[2] >= accept
+    assert people_per_customer == [(1,)]
+    assert review[0] > 0 and review[1] == 0   # the rest waits for review, each with its reason
