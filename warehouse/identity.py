@@ -151,7 +151,8 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
                    list_filter([CASE WHEN ra.name_key = rb.name_key THEN 'name' END,
                                 CASE WHEN ra.birth_date = rb.birth_date THEN 'birth date' END,
                                 CASE WHEN ra.phone_e164 = rb.phone_e164 THEN 'phone'
-                                     WHEN ra.phone_masked_key = rb.phone_masked_key THEN 'masked phone' END,
+                                     WHEN ra.phone_masked_key = rb.phone_masked_key
+                                      AND (ra.phone_e164 IS NULL OR rb.phone_e164 IS NULL) THEN 'masked phone' END,
                                 CASE WHEN ra.email_local = rb.email_local THEN 'email local part' END,
                                 CASE WHEN ra.city = rb.city THEN 'city' END], lambda x: x IS NOT NULL) AS agreeing
             FROM model_pairs p

@@ -63,7 +63,10 @@ def _settings():
         comparison_levels=[
             cll.NullLevel("phone_masked_key"),
             cll.ExactMatchLevel("phone_e164"),
-            cll.ExactMatchLevel("phone_masked_key"),
+            # Two full phones that differ disagree, even when their masked forms agree.
+            cll.CustomLevel('"phone_masked_key_l" = "phone_masked_key_r" '
+                            'AND ("phone_e164_l" IS NULL OR "phone_e164_r" IS NULL)',
+                            label_for_charts="masked phone agrees (one side masked)"),
             cll.ElseLevel(),
         ])
     return SettingsCreator(
