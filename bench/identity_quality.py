@@ -110,6 +110,7 @@ def _resolve(accept: float | None, truth: Path) -> dict:
                                          settings.memory_limit)
     seconds = time.perf_counter() - started
     report = {"seconds": round(seconds, 2), "peak_rss_mib": _peak_rss_mib(), "model_links": result.model_links,
+              "merged_by": result.merged_by,
               "review_pairs": result.review_pairs, "rejected_links": result.rejected_links,
               **_quality(con, "identity.node_customer", truth)}
     con.close()

@@ -42,14 +42,16 @@ def table() -> str:
 def identity_table() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("identity-*.json")),
                      key=lambda r: r["customers"])
-    lines = ["| people generated | source records | resolved customers | pairwise P / R / F1 | B-cubed P / R / F1 "
-             "| largest cluster | resolve_identities s | measured |", "| --- " * 8 + "|"]
+    lines = ["| people generated | source records | method | customers | pairwise P / R / F1 | B-cubed P / R / F1 "
+             "| largest cluster | seconds | peak RSS MiB | model trained in s | measured |", "| --- " * 11 + "|"]
     for r in results:
-        pw, bc = r["pairwise"], r["bcubed"]
-        lines.append(f"| {r['customers']:,} | {r['source_records']:,} | {r['resolved_customers']:,} "
-                     f"| {pw['precision']:.3f} / {pw['recall']:.3f} / {pw['f1']:.3f} "
-                     f"| {bc['precision']:.3f} / {bc['recall']:.3f} / {bc['f1']:.3f} | {r['largest_cluster']} "
-                     f"| {r['resolve_identities_s']:.2f} | {r['measured_on']} |")
+        for method, run in r["runs"].items():
+            pw, bc = run["pairwise"], run["bcubed"]
+            shipped = " (shipped)" if method == f"rules + model @ {r['shipped_accept_probability']}" else ""
+            lines.append(f"| {r['people']:,} | {r['source_records']:,} | {method}{shipped} | {run['resolved_customers']:,} "
+                         f"| {pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f} "
+                         f"| {bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f} | {run['largest_cluster']} "
+                         f"| {run['seconds']:.2f} | {run['peak_rss_mib']:.0f} | {r['train_s']:.1f} | {r['measured_on']} |")
     return "\n".join(lines)
 
 

@@ -125,6 +125,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             validated = _timed(record, "validate", lambda: validate_task(settings, run_id))
             _timed(record, "stage", lambda: stage_task(settings))
             identity = _timed(record, "resolve_identities", lambda: identity_task(settings, run_id))
+            logger.info("identity: %d source customers -> %d customers; merged by link kind: %s; %d pairs for review",
+                        identity.source_customers, identity.customers,
+                        ", ".join(f"{k} {n}" for k, n in identity.merged_by.items()), identity.review_pairs)
             features = _timed(record, "features", lambda: features_task(settings, rules, day))
             for model, params in features.models.items():
                 logger.info("model %s fitted: %s", model, ", ".join(f"{k}={v:.4g}" for k, v in params.items()))

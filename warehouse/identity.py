@@ -57,7 +57,8 @@ class IdentityResult:
     splits: int = 0
     iterations: int = 0
     capped_identifiers: int = 0
-    model_links: int = 0
+    model_links: int = 0          # pairs the model accepted (most confirm what the rules linked)
+    merged_by: dict[str, int] = field(default_factory=dict)  # customers absorbed by each link kind
     rejected_links: int = 0
     review_pairs: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -216,6 +217,8 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             {between.replace('WHERE', 'JOIN comp c ON c.node = la.label JOIN over_limit o ON o.root = c.root WHERE')};
             UPDATE labels SET label = c.root FROM comp c
             WHERE c.node = labels.label AND c.root NOT IN (SELECT root FROM over_limit)""")
+        result.merged_by[kind] = con.execute("""SELECT count(*) FROM comp WHERE node <> root
+                                                AND root NOT IN (SELECT root FROM over_limit)""").fetchall()[0][0]
     result.rejected_links = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
 
 
