@@ -57,10 +57,18 @@ def _f1(precision: float, recall: float) -> float:
 def _quality(con, clusters: str, truth: Path) -> dict:
     cursor = con.execute(QUALITY_SQL.format(clusters=clusters), {"truth": str(truth)})
     row = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0]))
+    # A family sharing a phone merged: a customer holding records of two people with one phone.
+    family = con.execute(f"""
+        WITH m AS (SELECT n.customer_id, t.person_id, r.phone_e164
+                   FROM {clusters} n JOIN read_csv($truth, all_varchar = true) t USING (source, source_customer_id)
+                   JOIN stage.customer_records r USING (source, source_customer_id) WHERE r.phone_e164 IS NOT NULL)
+        SELECT count(DISTINCT a.customer_id) FROM m a JOIN m b
+        ON a.customer_id = b.customer_id AND a.phone_e164 = b.phone_e164 AND a.person_id < b.person_id""",
+                         {"truth": str(truth)}).fetchall()[0][0]
     pairwise_p = row["true_positive_pairs"] / row["predicted_pairs"] if row["predicted_pairs"] else 1.0
     pairwise_r = row["true_positive_pairs"] / row["true_pairs"]
     return {"source_records": row["records"], "people": row["people"], "resolved_customers": row["customers"],
-            "largest_cluster": row["largest_cluster"],
+            "largest_cluster": row["largest_cluster"], "family_phone_over_merges": family,
             "pairwise": {"precision": round(pairwise_p, 4), "recall": round(pairwise_r, 4),
                          "f1": round(_f1(pairwise_p, pairwise_r), 4)},
             "bcubed": {"precision": round(row["bcubed_precision"], 4), "recall": round(row["bcubed_recall"], 4),

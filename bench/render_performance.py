@@ -43,7 +43,8 @@ def identity_table() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("identity-*.json")),
                      key=lambda r: r["customers"])
     lines = ["| people generated | source records | method | customers | pairwise P / R / F1 | B-cubed P / R / F1 "
-             "| largest cluster | seconds | peak RSS MiB | model trained in s | measured |", "| --- " * 11 + "|"]
+             "| largest cluster | family phone over-merges | seconds | peak RSS MiB | model trained in s | measured |",
+             "| --- " * 12 + "|"]
     for r in results:
         for method, run in r["runs"].items():
             pw, bc = run["pairwise"], run["bcubed"]
@@ -51,6 +52,7 @@ def identity_table() -> str:
             lines.append(f"| {r['people']:,} | {r['source_records']:,} | {method}{shipped} | {run['resolved_customers']:,} "
                          f"| {pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f} "
                          f"| {bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f} | {run['largest_cluster']} "
+                         f"| {run.get('family_phone_over_merges', '')} "
                          f"| {run['seconds']:.2f} | {run['peak_rss_mib']:.0f} | {r['train_s']:.1f} | {r['measured_on']} |")
     return "\n".join(lines)
 
