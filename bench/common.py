@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import platform
+import resource
 import tempfile
 from pathlib import Path
 
@@ -16,9 +19,29 @@ def scratch_data_dir(prefix: str) -> Path:
     return data
 
 
-def write_result(name: str, report: dict) -> Path:
-    """Write ``report`` to bench/results/<name>.json and print it."""
-    out = Path(__file__).parent / "results" / f"{name}.json"
+def write_result(name: str, report: dict, folder: Path | None = None) -> Path:
+    """Write ``report`` to <folder, default bench/results>/<name>.json and print it."""
+    out = (folder or Path(__file__).parent / "results") / f"{name}.json"
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return out
+
+
+def in_fresh_process(function, *args):
+    """``function(*args)`` in a new (spawned) Python process, so its wall time and peak memory
+    are its own; returns what it returns."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def machine() -> dict:
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "platform": platform.platform()}

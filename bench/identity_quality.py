@@ -20,14 +20,12 @@ bench/results/identity-<customers>.json.  A measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import resource
 import time
 from datetime import date
 from pathlib import Path
 
-from common import scratch_data_dir, write_result
+from common import in_fresh_process, peak_rss_mib, scratch_data_dir, write_result
 
 QUALITY_SQL = """
 WITH m AS (
@@ -75,10 +73,6 @@ def _quality(con, clusters: str, truth: Path) -> dict:
                        "f1": round(_f1(row["bcubed_precision"], row["bcubed_recall"]), 4)}}
 
 
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _prepare(customers: int, days: int, seed: int) -> dict:
     from sources.sample import generate
     from warehouse.land import land
@@ -99,7 +93,7 @@ def _prepare(customers: int, days: int, seed: int) -> dict:
     train_model(con, settings.identity_model, settings.memory_limit)
     trained = time.perf_counter() - started
     con.close()
-    return {"train_s": round(trained, 2), "peak_rss_mib": _peak_rss_mib()}
+    return {"train_s": round(trained, 2), "peak_rss_mib": peak_rss_mib()}
 
 
 def _resolve(accept: float | None, truth: Path) -> dict:
@@ -117,7 +111,7 @@ def _resolve(accept: float | None, truth: Path) -> dict:
     result = identity.resolve_identities(con, "bench", settings.identity_model if accept is not None else None,
                                          settings.memory_limit)
     seconds = time.perf_counter() - started
-    report = {"seconds": round(seconds, 2), "peak_rss_mib": _peak_rss_mib(), "model_links": result.model_links,
+    report = {"seconds": round(seconds, 2), "peak_rss_mib": peak_rss_mib(), "model_links": result.model_links,
               "merged_by": result.merged_by,
               "review_pairs": result.review_pairs, "rejected_links": result.rejected_links,
               **_quality(con, "identity.node_customer", truth)}
@@ -156,15 +150,10 @@ def _splink_alone(accept: float, truth: Path) -> dict:
                    SELECT n.source, n.source_customer_id, coalesce(CAST(c.cluster_id AS VARCHAR), 'n' || n.node) AS customer_id
                    FROM nodes n LEFT JOIN splink_clusters c ON c.unique_id = n.node""")
     seconds = time.perf_counter() - started
-    report = {"seconds": round(seconds, 2), "peak_rss_mib": _peak_rss_mib(),
+    report = {"seconds": round(seconds, 2), "peak_rss_mib": peak_rss_mib(),
               **_quality(con, "splink_customers", truth)}
     con.close()
     return report
-
-
-def _in_fresh_process(function, *args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def main() -> None:
@@ -178,11 +167,11 @@ def main() -> None:
 
     shipped = float(load_identity_config()["model"]["accept_probability"])
     truth = data / "inbox" / "ground_truth.csv"
-    prepared = _in_fresh_process(_prepare, args.customers, args.days, args.seed)
-    runs = {"rules": _in_fresh_process(_resolve, None, truth)}
+    prepared = in_fresh_process(_prepare, args.customers, args.days, args.seed)
+    runs = {"rules": in_fresh_process(_resolve, None, truth)}
     for accept in sorted({0.99, 0.9, 0.8, 0.7, shipped}, reverse=True):
-        runs[f"rules + model @ {accept}"] = _in_fresh_process(_resolve, accept, truth)
-    runs[f"splink alone @ {shipped}"] = _in_fresh_process(_splink_alone, shipped, truth)
+        runs[f"rules + model @ {accept}"] = in_fresh_process(_resolve, accept, truth)
+    runs[f"splink alone @ {shipped}"] = in_fresh_process(_splink_alone, shipped, truth)
     shipped_run = runs[f"rules + model @ {shipped}"]
     report = {
         "customers": args.customers, "days": args.days, "seed": args.seed,

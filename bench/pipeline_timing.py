@@ -1,37 +1,72 @@
-"""Per-stage wall time, CPU time and row counts of the pipeline on generated sample data.
+"""The nightly flow at scale against the DuckDB floor of each stage.
 
-    .venv/bin/python bench/pipeline_timing.py --customers 20000 [--days 730] [--seed 7]
+    .venv/bin/python bench/pipeline_timing.py --customers 1000000 [--days 730] [--seed 7]
+        [--memory-limit 2GB] [--out bench/results]
 
 Generates the sample into a temporary data directory and holds back the marketplace's newest
-export.  The full run (every file, as of the day before the end date) runs each stage as a
-plain function (no Prefect).  Then the held-back file is delivered and the incremental run
-for the end date goes through the real Prefect flow (local mode, so its wall time includes
-starting Prefect's temporary server).  Writes bench/results/pipeline-<customers>.json with
-the machine it ran on.  This is a measurement, not a test: nothing here asserts a time.
+export.  Then, each in a fresh process (its own wall time and peak memory):
+
+1. the full nightly through the real Prefect flow (local mode), as of the day before the end;
+2. the floor: every stage written by hand in DuckDB SQL on the same inbox (bench/floors.py);
+3. the held-back file is delivered and the incremental nightly runs for the end date.
+
+Per stage: wall and CPU seconds (process CPU, all threads), rows, floor seconds and our time
+over the floor; per run: Prefect's share (flow wall time not spent in a stage, including the
+start of Prefect's temporary local server), peak RSS.  Writes
+<out>/pipeline-<customers>.json with the machine it ran on.  A measurement, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
+import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from common import scratch_data_dir
+from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
 
 AS_OF = date(2026, 11, 21)
 
 
-def _machine() -> dict:
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+def _generate(inbox: Path, customers: int, days: int, seed: int) -> dict:
+    from sources.sample import generate
+
+    started = time.perf_counter()
+    sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF)
+    return {"sample": sample, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib()}
+
+
+def _nightly(as_of: date) -> dict:
+    from pipelines.nightly import nightly
+
+    started, cpu = time.perf_counter(), time.process_time()
+    result = nightly(as_of=as_of.isoformat())
+    return {"wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(time.process_time() - cpu, 2),
+            "stage_seconds": result["stage_seconds"], "stage_cpu_seconds": result["stage_cpu_seconds"],
+            "row_counts": result["row_counts"], "status": result["status"], "peak_rss_mib": peak_rss_mib()}
+
+
+def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:
+    from floors import floors
+
+    seconds = floors(inbox, as_of, scratch, memory_limit)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"stage_seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def _run_summary(run: dict, floor: dict | None = None) -> dict:
+    stages = {}
+    for name, wall in run["stage_seconds"].items():
+        stages[name] = {"wall_s": wall, "cpu_s": run["stage_cpu_seconds"][name], "rows": run["row_counts"][name]}
+        if floor:
+            stages[name]["floor_s"] = floor[name]
+            stages[name]["over_floor"] = round(wall / floor[name], 1) if floor[name] else None
+    total = round(sum(run["stage_seconds"].values()), 2)
+    return {"stages": stages, "stages_total_s": total, "flow_wall_s": run["wall_s"], "cpu_s": run["cpu_s"],
+            "prefect_s": round(run["wall_s"] - total, 2), "prefect_share": round((run["wall_s"] - total) / run["wall_s"], 3),
+            "status": run["status"], "peak_rss_mib": run["peak_rss_mib"]}
 
 
 def main() -> None:
@@ -39,90 +74,43 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
+                        help="DuckDB memory limit of the pipeline and the floor (TAGWRIGHT_MEMORY_LIMIT)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
     args = parser.parse_args()
-
+    os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir("tagwright-bench-")
+    inbox = data / "inbox"
 
-    from rules.model import load_rules
-    from sources.sample import generate
-    from warehouse.core_checks import check_core_tables
-    from warehouse.features import compute_features
-    from warehouse.identity import resolve_identities
-    from warehouse.land import land
-    from warehouse.publish import publish
-    from warehouse.runs import RunRecord
-    from warehouse.settings import Settings
-    from warehouse.stage import stage
-    from warehouse.tagging import apply_tags
-    from warehouse.validate import validate
-    from warehouse.workdb import open_work_db
-
-    started = time.perf_counter()
-    sample = generate(data / "inbox", customers=args.customers, days=args.days, seed=args.seed, end_date=AS_OF)
-    generate_seconds = time.perf_counter() - started
-    held = data / "held"
+    generated = in_fresh_process(_generate, inbox, args.customers, args.days, args.seed)
+    held = data.parent / "held"
     held.mkdir()
-    for late in (data / "inbox" / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
+    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
         late.rename(held / late.name)
-
     full_day = AS_OF - timedelta(days=1)
-    settings, rules = Settings.from_env(), load_rules()
-    record = RunRecord(run_id="bench", as_of=full_day)
-    con = open_work_db(settings)
-    stages = [
-        ("land", lambda: land(con, settings, "bench")),
-        ("validate", lambda: validate(con, settings, "bench")),
-        ("stage", lambda: stage(con, settings)),
-        ("resolve_identities", lambda: resolve_identities(con, "bench")),
-        ("features", lambda: compute_features(con, settings, rules, full_day)),
-        ("tags", lambda: apply_tags(con, settings, rules, full_day)),
-        ("core_checks", lambda: check_core_tables(con, settings, rules, "bench")),
-    ]
-    results = {}
-    for name, call in stages:
-        wall, cpu = time.perf_counter(), time.process_time()
-        outcome = call()
-        results[name] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
-                         "rows": outcome.row_count}
-    orders = con.execute("SELECT count(*) FROM stage.orders").fetchall()[0][0]
-    con.close()
-    wall, cpu = time.perf_counter(), time.process_time()
-    published = publish(settings, rules, record)
-    results["publish"] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
-                          "rows": published.row_count}
-
+    full = in_fresh_process(_nightly, full_day)
+    floor = in_fresh_process(_floors, inbox, full_day, data.parent / "floor", args.memory_limit)
     for late in held.iterdir():
-        late.rename(data / "inbox" / "marketplace" / late.name)
-    from pipelines.nightly import nightly
+        late.rename(inbox / "marketplace" / late.name)
+    incremental = in_fresh_process(_nightly, AS_OF)
 
-    wall = time.perf_counter()
-    flow_result = nightly(as_of=AS_OF.isoformat())
-    flow_seconds = time.perf_counter() - wall
-
+    full_run = _run_summary(full, floor["stage_seconds"])
+    floor_total = round(sum(floor["stage_seconds"].values()), 2)
+    guarded = sum(s["wall_s"] for n, s in full_run["stages"].items() if n not in ("validate", "core_checks"))
     report = {
-        "customers": args.customers, "days": args.days, "seed": args.seed, "sample": sample,
-        "generate_s": round(generate_seconds, 2), "stages": results,
-        "full_run_stages_total_s": round(sum(r["wall_s"] for r in results.values()), 2),
-        "orders": orders,
+        "customers": args.customers, "days": args.days, "seed": args.seed, "memory_limit": args.memory_limit,
+        "sample": generated["sample"], "generate_s": generated["seconds"], "generate_peak_rss_mib": generated["peak_rss_mib"],
+        "full": full_run,
+        "floor": {"stage_seconds": floor["stage_seconds"], "total_s": floor_total, "peak_rss_mib": floor["peak_rss_mib"]},
+        "full_over_floor": round(full_run["stages_total_s"] / floor_total, 1),
         # What validating costs next to the stages it guards (everything else in the run).
-        "validation_overhead": round((results["validate"]["wall_s"] + results["core_checks"]["wall_s"])
-                                     / sum(r["wall_s"] for n, r in results.items() if n not in ("validate", "core_checks")),
-                                     3),
-        "incremental_flow_wall_s": round(flow_seconds, 2),
-        "incremental_stages_total_s": round(sum(flow_result["stage_seconds"].values()), 2),
-        "incremental_stage_seconds": flow_result["stage_seconds"],
-        "incremental_rows_landed": flow_result["row_counts"]["land"],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": _machine(), "measured_on": time.strftime("%Y-%m-%d"),
+        "validation_overhead": round((full_run["stages"]["validate"]["wall_s"]
+                                      + full_run["stages"]["core_checks"]["wall_s"]) / guarded, 3),
+        "incremental": _run_summary(incremental),
+        "machine": machine(), "measured_on": time.strftime("%Y-%m-%d"),
     }
-    out = Path(__file__).parent / "results" / f"pipeline-{args.customers}.json"
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print("| stage | wall s | cpu s | rows |\n| --- | --- | --- | --- |")
-    for name, r in results.items():
-        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['rows']} |")
-    print(f"\nfull run (stages) {report['full_run_stages_total_s']} s; incremental run with one new file: stages "
-          f"{report['incremental_stages_total_s']} s, Prefect flow wall {report['incremental_flow_wall_s']} s;"
-          f" peak RSS {report['peak_rss_mib']} MiB; written to {out}")
+    write_result(f"pipeline-{args.customers}", report, args.out)
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

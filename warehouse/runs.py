@@ -22,6 +22,7 @@ class RunRecord:
     as_of: date
     status: str = "running"
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU (all threads); not stored
     row_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None

@@ -1,0 +1,29 @@
+"""A tiny run of the pipeline benchmark (the benchmark itself is not a timed test): it must run
+end to end, time every stage against its floor and write its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "core_checks", "publish"]
+
+
+@pytest.mark.e2e
+def test_the_pipeline_benchmark_runs_on_a_tiny_sample(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TAGWRIGHT_PII_KEY": "bench-key"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_timing.py"), "--customers", "300", "--days", "120",
+                    "--memory-limit", "1GB", "--out", str(tmp_path)], check=True, env=env, cwd=ROOT, timeout=600)
+    report = json.loads((tmp_path / "pipeline-300.json").read_text())
+    assert report["full"]["status"] == "success" and report["incremental"]["status"] == "success"
+    for stage in STAGES:
+        timing = report["full"]["stages"][stage]
+        assert timing["wall_s"] > 0 and timing["floor_s"] > 0 and timing["over_floor"] > 0
+    assert report["incremental"]["stages"]["land"]["rows"] > 0          # the held-back export landed
+    assert 0 < report["full"]["prefect_share"] < 1
