@@ -9,10 +9,12 @@ as_of, scratch)`` returns ``{stage: seconds}`` for the stages of the nightly flo
 - validate: per table one query counting the rows that break the same kinds of rule (a key
   or time missing or unparsable, a negative or non-numeric amount, a future time, a key twice);
 - stage: the newest row per key, times parsed, amounts cast;
-- resolve_identities: links on member id, email and phone + name, then connected components
-  by min-label propagation;
+- resolve_identities: links on member id, email and phone + name across web users, store
+  members and marketplace buyers (the CRM contacts are landed, not linked), then connected
+  components by min-label propagation;
 - features: recency, frequency, monetary, first and last order, active days per customer;
-- tags: five tags as CASE expressions (the tagging benchmark's hand-written SQL);
+- tags: five tags (activity, lifecycle, RFM segment, value tier, churn risk) as CASE
+  expressions over the floor's features (simplified: no BG/NBD, fewer RFM cases);
 - core_checks: keys unique and not null, orders linked;
 - publish: the customer, order and tag tables copied into a new database file, tags to Parquet.
 """

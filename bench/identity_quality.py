@@ -123,11 +123,8 @@ def _splink_alone(accept: float, truth: Path) -> dict:
     """The trained model on every blocked pair, clustered by splink at ``accept``; no rules."""
     import logging
 
-    import duckdb
-    from splink import DuckDBAPI, Linker
-
     import warehouse.identity as identity
-    from warehouse.identity_model import comparison_records
+    from warehouse.identity_model import comparison_records, new_linker
     from warehouse.settings import Settings
     from warehouse.workdb import open_work_db
 
@@ -138,11 +135,7 @@ def _splink_alone(accept: float, truth: Path) -> dict:
     config = identity.load_identity_config()
     identity._build_nodes(con, config)
     records = comparison_records(con, config)
-    splink_con = duckdb.connect()
-    splink_con.execute(f"SET memory_limit = '{settings.memory_limit}'")
-    db_api = DuckDBAPI(splink_con)
-    linker = Linker(db_api.register(records, dataset_display_name="customer_records"), str(settings.identity_model),
-                    log_level=None)
+    linker = new_linker(records, str(settings.identity_model), settings.memory_limit)
     pairs = linker.inference.predict(threshold_match_probability=accept)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pairs, accept)
     con.register("splink_clusters", clusters.as_pyarrow_table())

@@ -94,7 +94,6 @@ def _rule_links(con: duckdb.DuckDBPyConnection, config: dict) -> int:
     """``links``: (a, b, kind, probability) from the deterministic rules, each record to the first
     record sharing its identifier value; returns how many identifier values were over the cap."""
     block = config["blocklist"]
-    blocked_masks = [p[3:6] + "****" + p[-4:] for p in block["phone_e164"] if p.startswith("+86")]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identifiers AS
         WITH r AS (SELECT n.node, c.* FROM stage.customer_records c JOIN nodes n USING (source, source_customer_id))
@@ -120,7 +119,7 @@ def _rule_links(con: duckdb.DuckDBPyConnection, config: dict) -> int:
         SELECT node, 'masked phone+name', phone_masked_key || '|' || name_key FROM r
             WHERE phone_masked_key IS NOT NULL AND name_key IS NOT NULL
               AND {dialect.is_in("coalesce(phone_e164, '')", block['phone_e164'], negate=True)}
-              AND {dialect.is_in('phone_masked_key', blocked_masks, negate=True)}""")
+              AND {dialect.is_in('phone_masked_key', identity_model.blocked_masks(config), negate=True)}""")
     cap = int(config["max_records_per_identifier"])
     capped = con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identifier_groups AS

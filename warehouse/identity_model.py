@@ -30,11 +30,15 @@ from warehouse.errors import StageError
 
 
 
+def blocked_masks(config: dict) -> list[str]:
+    """The masked forms (``138****0000``) of the blocklisted Chinese phones."""
+    return [p[3:6] + "****" + p[-4:] for p in config["blocklist"]["phone_e164"] if p.startswith("+86")]
+
+
 def comparison_records(con: duckdb.DuckDBPyConnection, config: dict) -> pa.Table:
     """One row per source customer with a record (``unique_id`` = the node number), placeholder
     values blanked."""
     block = config["blocklist"]
-    blocked_masks = [p[3:6] + "****" + p[-4:] for p in block["phone_e164"] if p.startswith("+86")]
     return con.sql(f"""
         SELECT n.node AS unique_id,
                r.name_key,
@@ -44,7 +48,7 @@ def comparison_records(con: duckdb.DuckDBPyConnection, config: dict) -> pa.Table
                CASE WHEN {dialect.is_in("coalesce(r.phone_e164, '')", block['phone_e164'], negate=True)}
                     THEN r.phone_e164 END AS phone_e164,
                CASE WHEN {dialect.is_in("coalesce(r.phone_e164, '')", block['phone_e164'], negate=True)}
-                     AND {dialect.is_in("coalesce(r.phone_masked_key, '')", blocked_masks, negate=True)}
+                     AND {dialect.is_in("coalesce(r.phone_masked_key, '')", blocked_masks(config), negate=True)}
                     THEN r.phone_masked_key END AS phone_masked_key,
                CASE WHEN {dialect.is_in("coalesce(r.email_key, '')", block['email_key'], negate=True)}
                     THEN nullif(regexp_extract(r.email_key, '^([^@]+)@', 1), '') END AS email_local,
@@ -89,7 +93,9 @@ def _settings():
     )
 
 
-def _linker(records: pa.Table, settings, memory_limit: str | None):
+def new_linker(records: pa.Table, settings, memory_limit: str | None):
+    """A splink Linker over ``records`` in its own in-memory DuckDB (``settings``: a
+    SettingsCreator, or the path of a saved model)."""
     from splink import DuckDBAPI, Linker
 
     splink_con = duckdb.connect()
@@ -114,7 +120,7 @@ def train(records: pa.Table, out: Path, memory_limit: str | None = None, seed: i
         raise StageError("identity_train", f"only {records.num_rows} customer records to learn from",
                          "run the nightly flow first so the staged records hold real data")
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker = _linker(records, _settings(), memory_limit)
+    linker = new_linker(records, _settings(), memory_limit)
     linker.training.estimate_probability_two_random_records_match(
         [block_on("phone_e164", "name_key"), block_on("email_local", "birth_date")], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=seed)
@@ -141,7 +147,7 @@ def score_pairs(records: pa.Table, model: Path, min_probability: float,
     with node ``a`` < ``b``."""
     # splink warns that u of the email local part is a default: random pairs never share one.
     logging.getLogger("splink").setLevel(logging.ERROR)
-    linker = _linker(records, str(model), memory_limit)
+    linker = new_linker(records, str(model), memory_limit)
     predictions = linker.inference.predict(threshold_match_probability=min_probability)
     relation = predictions.as_duckdbpyrelation()
     return relation.query("p", """

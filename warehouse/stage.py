@@ -149,8 +149,7 @@ def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
     ranks = ", ".join(f"({dialect.quote(s)}, {i})" for i, s in enumerate(precedence))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE order_keys AS
-        SELECT o.source, o.order_id, coalesce(o.origin_source, o.source) AS key_source,
-               coalesce(o.origin_order_id, o.order_id) AS key_order_id,
+        SELECT o.source, o.order_id,
                first_value(o.source) OVER w AS kept_source, first_value(o.order_id) OVER w AS kept_order_id
         FROM stage.orders o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
         WINDOW w AS (PARTITION BY coalesce(o.origin_source, o.source), coalesce(o.origin_order_id, o.order_id)
