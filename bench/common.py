@@ -22,6 +22,7 @@ def scratch_data_dir(prefix: str) -> Path:
 def write_result(name: str, report: dict, folder: Path | None = None) -> Path:
     """Write ``report`` to <folder, default bench/results>/<name>.json and print it."""
     out = (folder or Path(__file__).parent / "results") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return out

@@ -1,4 +1,11 @@
-"""Reading JSON Lines exports line by line, so one bad line is quarantined, not fatal."""
+"""Reading JSON Lines exports: Arrow's parser for a clean file, line by line when a line is bad.
+
+A clean file (every line one JSON object, no blank lines) is read by pyarrow in one pass.  When
+pyarrow refuses the file (a truncated last line, a field that is a number on one line and text
+on another, a line that is not an object), it is read again line by line, so one bad line is
+quarantined with its line number, not fatal.  Both paths give the same frame: values as JSON
+has them, timestamps still text (the connector parses them), ``_row`` the line number.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,32 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from sources.errors import SourceError
 
 
-def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.Series]:
-    """Records as a frame plus a Series of per-line problems (NULL for lines that parsed).
-
-    A line that is not a JSON object (a truncated last line, say) becomes an empty record whose
-    problem says so; validation then quarantines it with its line number.
-    """
+def _read_clean(raw: bytes) -> pd.DataFrame | None:
+    """The records if pyarrow reads every line as an object, else None."""
+    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
     try:
-        text = path.read_text(encoding=encoding)
-    except UnicodeDecodeError as exc:
-        raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
-                          fix=f"re-export the file as {encoding}") from exc
+        inferred = pa_json.read_json(pa.py_buffer(raw))
+        # pyarrow turns ISO 8601 text into timestamps; read those fields again as the text they are.
+        as_text = pa.schema([(f.name, pa.string()) for f in inferred.schema if pa.types.is_timestamp(f.type)])
+        table = inferred if not len(as_text) else pa_json.read_json(
+            pa.py_buffer(raw), parse_options=pa_json.ParseOptions(explicit_schema=as_text,
+                                                                 unexpected_field_behavior="infer"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != lines:  # pyarrow skips blank lines; the line numbers would be wrong
+        return None
+    frame = table.select(inferred.schema.names).to_pandas(integer_object_nulls=True)
+    frame["_row"] = range(1, len(frame) + 1)
+    return frame
+
+
+def _read_line_by_line(text: str) -> tuple[pd.DataFrame, pd.Series]:
     records, problems, line_numbers = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -38,3 +56,22 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.Se
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     frame["_row"] = line_numbers
     return frame, pd.Series(problems, dtype="object")
+
+
+def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.Series]:
+    """Records as a frame plus a Series of per-line problems (NULL for lines that parsed).
+
+    A line that is not a JSON object (a truncated last line, say) becomes an empty record whose
+    problem says so; validation then quarantines it with its line number.
+    """
+    raw = path.read_bytes()
+    if encoding.replace("-", "").lower() == "utf8" and raw.strip():
+        frame = _read_clean(raw.removeprefix(b"\xef\xbb\xbf"))
+        if frame is not None:
+            return frame, pd.Series([None] * len(frame), dtype="object")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
+                          fix=f"re-export the file as {encoding}") from exc
+    return _read_line_by_line(text)

@@ -192,7 +192,11 @@ def _reader(mapping: FileMapping, encoding: str, known: list[str]):
         raw = enforce_contract(path, raw, known, mapping.required, ctx.contract, errors)
         frame = pd.DataFrame({rule.target: rule.apply(raw, errors, ctx) for rule in mapping.columns})
         frame["_row"] = raw["_row"].to_numpy()
-        frame["source_record_id"] = frame[list(mapping.key)].astype("string").agg("#".join, axis=1)
+        keys = [frame[k].astype("string") for k in mapping.key]
+        record_id = keys[0]
+        for key in keys[1:]:
+            record_id = record_id + "#" + key
+        frame["source_record_id"] = record_id  # NULL when a key part is: validation quarantines the row
         extra = raw.drop(columns=[*known, "_row"], errors="ignore")
         return {mapping.entity: to_entity_table(mapping.entity, frame, errors, extra)}
 

@@ -253,8 +253,7 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     arrays = []
     for f in schema:
         if f.name in frame.columns:
-            values = frame[f.name].astype("object").where(frame[f.name].notna(), None)
-            arrays.append(pa.array(values.tolist(), type=f.type, from_pandas=True))
+            arrays.append(pa.array(frame[f.name], type=f.type, from_pandas=True))
         else:
             arrays.append(pa.nulls(n, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)

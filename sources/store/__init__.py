@@ -53,16 +53,22 @@ def read_pos(path: Path, ctx: ReadContext) -> dict:
         "_row": lines["_row"],
         "_errors": errors.column(),
     })
+    header["amount_missing"] = header["amount"].isna()
     orders = header.groupby("order_id", sort=False, dropna=False).agg(
         source_customer_id=("source_customer_id", "first"),
         ordered_at=("ordered_at", "min"),
-        amount=("amount", lambda a: a.sum(min_count=len(a))),
+        amount=("amount", "sum"),
+        amount_missing=("amount_missing", "any"),
         refund=("refund", "any"),
         store_id=("store_id", "first"),
         origin_order_id=("origin_order_id", "first"),
         _row=("_row", "min"),
-        _errors=("_errors", lambda e: "; ".join(dict.fromkeys(x for x in e if isinstance(x, str))) or None),
     ).reset_index()
+    # A receipt's amount is unknown if any of its lines' is; its problems are its lines' (each once).
+    orders["amount"] = orders["amount"].mask(orders.pop("amount_missing"))
+    problems = header.loc[header["_errors"].notna(), ["order_id", "_errors"]].drop_duplicates()
+    joined = problems.groupby("order_id", sort=False, dropna=False)["_errors"].agg("; ".join)
+    orders["_errors"] = orders["order_id"].map(joined) if len(joined) else None
     orders["status"] = orders.pop("refund").map({True: "refunded", False: "paid"})
     orders["currency"] = "CNY"
     orders["channel"] = "store"

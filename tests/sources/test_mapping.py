@@ -56,3 +56,16 @@ def test_a_bad_mapping_names_file_line_column_and_the_fix(tmp_path, description,
     line = next(i for i, l in enumerate(text.replace(old, new, 1).splitlines(), start=1) if new.strip() in l)
     assert err.value.line == line and message in err.value.problem and err.value.fix
     assert str(err.value).startswith(f"{tmp_path / 'mapping.yaml'}:{line}:")
+
+
+def test_a_row_without_its_key_is_read_for_quarantine_not_a_crash(tmp_path):
+    from sources.sdk import discover
+
+    connector = discover()["zoho_crm"]
+    export = tmp_path / "Contacts_export.csv"
+    export.write_text("Record Id,Last Name,First Name,Email\n"
+                      "zcrm_1,王,芳,wang@example.com\n"
+                      ",李,强,li@example.com\n", encoding="utf-8")
+    table = connector.read(export, connector.context("Asia/Shanghai"))["customer_record"]
+    assert table.column("source_record_id").to_pylist() == ["zcrm_1", None]
+    assert table.column("_row").to_pylist() == [2, 3]
