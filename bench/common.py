@@ -32,7 +32,12 @@ def in_fresh_process(function, *args):
     """``function(*args)`` in a new (spawned) Python process, so its wall time and peak memory
     are its own; returns what it returns."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
+        result = pool.apply(function, args)
+        # Let the worker exit on its own: leaving the block terminates it, and a terminated
+        # process never stops the temporary Prefect server it started.
+        pool.close()
+        pool.join()
+        return result
 
 
 def peak_rss_mib() -> float:

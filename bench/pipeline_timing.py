@@ -1,10 +1,11 @@
 """The nightly flow at scale against the DuckDB floor of each stage.
 
     .venv/bin/python bench/pipeline_timing.py --customers 1000000 [--days 730] [--seed 7]
-        [--memory-limit 2GB] [--out bench/results]
+        [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
 
-Generates the sample into a temporary data directory and holds back the marketplace's newest
-export.  Then, each in a fresh process (its own wall time and peak memory):
+Generates the sample into a temporary data directory (or, with --sample-dir, once into that
+folder and hard-linked from there on later runs of the same size and seed: generating 1M
+customers takes minutes) and holds back the marketplace's newest export.  Then, each in a fresh process (its own wall time and peak memory):
 
 1. the full nightly through the real Prefect flow (local mode), as of the day before the end;
 2. the floor: every stage written by hand in DuckDB SQL on the same inbox (bench/floors.py);
@@ -19,6 +20,7 @@ start of Prefect's temporary local server), peak RSS.  Writes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -36,6 +38,20 @@ def _generate(inbox: Path, customers: int, days: int, seed: int) -> dict:
     started = time.perf_counter()
     sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF)
     return {"sample": sample, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib()}
+
+
+def _sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None) -> dict:
+    """Generate the sample into ``inbox``, or link a kept one generated with the same arguments."""
+    if sample_dir is None:
+        return in_fresh_process(_generate, inbox, customers, days, seed)
+    kept = sample_dir / f"customers{customers}-days{days}-seed{seed}"
+    described = kept / "generated.json"
+    if not described.exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        generated = in_fresh_process(_generate, kept / "inbox", customers, days, seed)
+        described.write_text(json.dumps(generated), encoding="utf-8")
+    shutil.copytree(kept / "inbox", inbox, copy_function=os.link)
+    return json.loads(described.read_text(encoding="utf-8"))
 
 
 def _nightly(as_of: date) -> dict:
@@ -77,12 +93,14 @@ def main() -> None:
     parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
                         help="DuckDB memory limit of the pipeline and the floor (TAGWRIGHT_MEMORY_LIMIT)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
+    parser.add_argument("--sample-dir", type=Path, default=None,
+                        help="keep the generated sample here and reuse it for the same size and seed")
     args = parser.parse_args()
     os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir("tagwright-bench-")
     inbox = data / "inbox"
 
-    generated = in_fresh_process(_generate, inbox, args.customers, args.days, args.seed)
+    generated = _sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
     held = data.parent / "held"
     held.mkdir()
     for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):

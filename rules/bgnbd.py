@@ -35,15 +35,18 @@ class BgNbdParams:
 
 
 def _negative_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
-                             weights: np.ndarray) -> float:
+                             weights: np.ndarray, x_values: np.ndarray, x_index: np.ndarray) -> float:
+    """``x = x_values[x_index]``: the gamma terms depend on x alone, which takes few values, so
+    they are evaluated once per value."""
     r, alpha, a, b = np.exp(log_params)
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
-    a3 = -(r + x) * np.log(alpha + T)
+    gamma_terms = (gammaln(r + x_values) - gammaln(r) + gammaln(a + b) + gammaln(b + x_values) - gammaln(b)
+                   - gammaln(a + b + x_values))
     with np.errstate(divide="ignore"):
-        a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-12)) - (r + x) * np.log(alpha + t_x),
-                      -np.inf)
-    return -float(np.sum(weights * (a1 + a2 + np.logaddexp(a3, a4))))
+        log_repeat = np.log(a) - np.log(np.maximum(b + x_values - 1, 1e-12))
+    a1 = gamma_terms[x_index] + r * np.log(alpha)
+    a3 = -(r + x) * np.log(alpha + T)
+    a4 = np.where(x > 0, log_repeat[x_index] - (r + x) * np.log(alpha + t_x), -np.inf)
+    return -float(np.sum(weights * (a1 + np.logaddexp(a3, a4))))
 
 
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdParams:
@@ -56,7 +59,8 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdParams:
     summaries, weights = np.unique(data, axis=0, return_counts=True)
     xs, txs, Ts = summaries.T
     start = np.log([1.0, max(float(np.mean(Ts)), 1.0), 1.0, 1.0])
-    result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, weights.astype(float)),
+    x_values, x_index = np.unique(xs, return_inverse=True)
+    result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, weights.astype(float), x_values, x_index),
                       method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
     r, alpha, a, b = (float(v) for v in np.exp(result.x))
     return BgNbdParams(r=r, alpha=alpha, a=a, b=b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -18,8 +19,11 @@ import pyarrow.json as pa_json
 
 from sources.errors import SourceError
 
+if TYPE_CHECKING:
+    from sources.sdk import Part
 
-def _read_clean(raw: bytes) -> pd.DataFrame | None:
+
+def _read_clean(raw: bytes, first_line: int) -> pd.DataFrame | None:
     """The records if pyarrow reads every line as an object, else None."""
     lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
     try:
@@ -34,13 +38,13 @@ def _read_clean(raw: bytes) -> pd.DataFrame | None:
     if table.num_rows != lines:  # pyarrow skips blank lines; the line numbers would be wrong
         return None
     frame = table.select(inferred.schema.names).to_pandas(integer_object_nulls=True)
-    frame["_row"] = range(1, len(frame) + 1)
+    frame["_row"] = range(first_line, first_line + len(frame))
     return frame
 
 
-def _read_line_by_line(text: str) -> tuple[pd.DataFrame, pd.Series]:
+def _read_line_by_line(text: str, first_line: int = 1) -> tuple[pd.DataFrame, pd.Series]:
     records, problems, line_numbers = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=first_line):
         if not line.strip():
             continue
         try:
@@ -58,20 +62,21 @@ def _read_line_by_line(text: str) -> tuple[pd.DataFrame, pd.Series]:
     return frame, pd.Series(problems, dtype="object")
 
 
-def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.Series]:
-    """Records as a frame plus a Series of per-line problems (NULL for lines that parsed).
+def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Records as a frame plus a Series of per-line problems (NULL for lines that parsed); of
+    the whole file, or of the ``part`` of it given.
 
     A line that is not a JSON object (a truncated last line, say) becomes an empty record whose
     problem says so; validation then quarantines it with its line number.
     """
-    raw = path.read_bytes()
+    raw, first_line, offset = (part.data, part.first_line, part.offset) if part else (path.read_bytes(), 1, 0)
     if encoding.replace("-", "").lower() == "utf8" and raw.strip():
-        frame = _read_clean(raw.removeprefix(b"\xef\xbb\xbf"))
+        frame = _read_clean(raw.removeprefix(b"\xef\xbb\xbf"), first_line)
         if frame is not None:
             return frame, pd.Series([None] * len(frame), dtype="object")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
+        raise SourceError(path, f"bytes at offset {offset + exc.start} are not valid {encoding}",
                           fix=f"re-export the file as {encoding}") from exc
-    return _read_line_by_line(text)
+    return _read_line_by_line(text, first_line)

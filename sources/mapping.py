@@ -188,7 +188,7 @@ def _reader(mapping: FileMapping, encoding: str, known: list[str]):
     """The reader for one file entry; ``known`` are the export's columns over every entry that
     reads the same files (the contract is about the file, not one entity of it)."""
     def read(path: Path, ctx: ReadContext) -> dict:
-        raw, errors = read_export(path, mapping.format, encoding)
+        raw, errors = read_export(path, mapping.format, encoding, ctx.part)
         raw = enforce_contract(path, raw, known, mapping.required, ctx.contract, errors)
         frame = pd.DataFrame({rule.target: rule.apply(raw, errors, ctx) for rule in mapping.columns})
         frame["_row"] = raw["_row"].to_numpy()
@@ -227,6 +227,7 @@ def connector_from_mapping(folder: Path) -> Connector:
         files=tuple(FileReader(f.pattern, _reader(f, encoding, known[f.pattern]), format=f.format,
                                columns=tuple(known[f.pattern]),
                                required=f.required,
-                               typed=tuple(s for r in f.columns if r.parse != "text" for s in r.sources))
+                               typed=tuple(s for r in f.columns if r.parse != "text" for s in r.sources),
+                               in_parts=f.format == "jsonl")  # one row per line
                     for f in files),
         encoding=encoding, contract=contract, options=tuple(spec.get("options", ())), folder=folder)

@@ -251,7 +251,15 @@ def _channel_orders(g: _Gen, person: Person, channel: str) -> list[datetime]:
 
 
 def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
-    users, events, orders = [], [], []
+    users, orders = [], []
+    event_file = (folder / "events.jsonl").open("w", encoding="utf-8")  # written as made: the largest export
+    events = 0
+
+    def event(row: dict) -> None:
+        nonlocal events
+        event_file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        events += 1
+
     for p in people:
         if "web" not in p.sources:
             continue
@@ -274,13 +282,13 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         if g.rng.random() < 0.03:  # the same user exported again after a profile update
             users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
         for day in p.active_days:
-            session = f"S{len(events):08d}"
+            session = f"S{events:08d}"
             for _ in range(int(g.rng.integers(1, 4))):
                 t = datetime(day.year, day.month, day.day, int(g.rng.integers(8, 23)), int(g.rng.integers(60)),
                              tzinfo=SHANGHAI)
-                events.append({"event_id": f"E{len(events):08d}", "user_id": uid, "anonymous_id": None,
-                               "type": g.pick(["page_view", "page_view", "search", "add_to_cart", "login"]),
-                               "ts": _iso_utc(t), "session_id": session})
+                event({"event_id": f"E{events:08d}", "user_id": uid, "anonymous_id": None,
+                       "type": g.pick(["page_view", "page_view", "search", "add_to_cart", "login"]),
+                       "ts": _iso_utc(t), "session_id": session})
         for t in _channel_orders(g, p, "web"):
             lines = _lines(g, p.profile == "lapsed")
             status = "paid" if g.rng.random() < 0.9 else g.pick(["refunded", "cancelled"])
@@ -291,16 +299,16 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
                            "total": total, "currency": "CNY",
                            "status": status,
                            "items": [{"sku": s, "category": c, "qty": q, "price": pr} for s, _, c, q, pr in lines]})
-    for k in range(len(events) // 20):  # anonymous browsing that links to nobody
+    for k in range(events // 20):  # anonymous browsing that links to nobody
         t = g.end_dt - timedelta(hours=int(g.rng.integers(1, 24 * 60)))
-        events.append({"event_id": f"A{k:08d}", "user_id": None, "anonymous_id": f"anon{k:06d}",
-                       "type": "page_view", "ts": _iso_utc(t), "session_id": f"AS{k:07d}"})
+        event({"event_id": f"A{k:08d}", "user_id": None, "anonymous_id": f"anon{k:06d}",
+               "type": "page_view", "ts": _iso_utc(t), "session_id": f"AS{k:07d}"})
+    event_file.close()
     if len(orders) > 300:
         orders.insert(301, dict(orders[300]))  # the same order twice in one export: one copy is set aside
     _write_jsonl(folder / "users.jsonl", users)
-    _write_jsonl(folder / "events.jsonl", events)
     _write_jsonl(folder / "orders.jsonl", orders)
-    return {"web_users": len(users), "web_events": len(events), "web_orders": len(orders)}
+    return {"web_users": len(users), "web_events": events, "web_orders": len(orders)}
 
 
 def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from sources.entities import ENTITIES
 from sources.errors import SourceError
@@ -50,6 +51,31 @@ class ReadContext:
     timezone: str = "Asia/Shanghai"
     contract: str = "evolve"
     options: dict = field(default_factory=dict)
+    part: "Part | None" = None  # set when a large file is read in parts (pass it to read_export)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A run of whole lines of a large JSON Lines file: its bytes and the number of its first line."""
+
+    data: bytes
+    first_line: int
+    offset: int  # of its first byte in the file (for messages)
+
+
+def file_parts(path: Path, part_bytes: int):
+    """The file as Parts of about ``part_bytes`` each, cut after a newline (JSON Lines never
+    holds a raw newline inside a value, so every part is whole lines)."""
+    with path.open("rb") as f:
+        offset, first_line = 0, 1
+        while True:
+            data = f.read(part_bytes)
+            if not data:
+                return
+            data += f.readline()
+            yield Part(data, first_line, offset)
+            offset += len(data)
+            first_line += data.count(b"\n")
 
 
 Reader = Callable[[Path, ReadContext], dict[str, pa.Table]]
@@ -76,6 +102,9 @@ class FileReader:
     columns: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     typed: tuple[str, ...] = ()
+    # Each line gives its own rows (no grouping across lines) and the reader passes ctx.part to
+    # read_export: a large JSON Lines file is then read part by part, in bounded memory.
+    in_parts: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +152,26 @@ class Connector:
             for entity, table in spec.read(path, ctx).items():
                 tables[entity] = pa.concat_tables([tables[entity], table]) if entity in tables else table
         return tables
+
+    def read_in_parts(self, path: Path, ctx: ReadContext, part_bytes: int):
+        """``read``, one part of the file at a time when every reader of it reads JSON Lines in
+        parts and the file is larger than ``part_bytes``; else the whole file at once."""
+        specs = self.readers_for(path.name)
+        if not (specs and all(s.in_parts and s.format == "jsonl" for s in specs)
+                and path.stat().st_size > part_bytes):
+            yield self.read(path, ctx)
+            return
+        for part in file_parts(path, part_bytes):
+            tables = self.read(path, replace(ctx, part=part))
+            last_line = part.first_line + part.data.count(b"\n")
+            for entity, table in tables.items():
+                rows = table.column("_row")
+                if len(rows) and (pa.compute.min(rows).as_py() < part.first_line
+                                  or pa.compute.max(rows).as_py() > last_line):
+                    raise SourceError(path, f"connector {self.name!r} read rows outside the part it was given "
+                                            f"(lines {part.first_line}-{last_line})",
+                                      fix="pass ctx.part to read_export, or leave in_parts off for this file")
+            yield tables
 
     def stream(self, entity: str) -> Stream:
         for stream in self.streams:
@@ -287,15 +336,16 @@ def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
     return frame, raw.endswith(b"\n")
 
 
-def read_export(path: Path, fmt: str, encoding: str, errors_out: list | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
-    """Read an export file as text columns plus ``_row`` (its line or sheet row number).
+def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
+    """Read an export file (or, for JSON Lines, the ``part`` of it given) as text columns plus
+    ``_row`` (its line or sheet row number).
 
     Whole-file problems (empty, undecodable, repeated header, wrong delimiter) raise
     SourceError; row problems (a line that is not JSON, a truncated last line) are returned
     in RowErrors so the rows are quarantined, not lost.
     """
     if fmt == "jsonl":
-        frame, problems = read_jsonl(path, encoding)
+        frame, problems = read_jsonl(path, encoding, part)
         errors = RowErrors(len(frame))
         errors.add(problems.notna(), "line", problems, "JSON")
         return frame, errors

@@ -30,6 +30,11 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def quote_identifier(name: str) -> str:
+    """A SQL identifier (a column name from a suite or an export)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def is_in(column_sql: str, values: list[str] | tuple[str, ...], negate: bool = False) -> str:
     """``column IN ('a', 'b')`` (or NOT IN); an empty list is FALSE (or TRUE), never ``IN (NULL)``."""
     if not values:

@@ -72,26 +72,48 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                 message=f"same bytes as {earlier[0]}; skipped")
         result.duplicates.append(relative)
         return
+    loads: dict[str, tuple[int, Path, pq.ParquetWriter]] = {}  # entity -> (load id, lake file, writer)
+    rows: dict[str, int] = {}
     try:
-        tables = connector.read(path, connector.context(settings.timezone))
+        for tables in connector.read_in_parts(path, connector.context(settings.timezone),
+                                               settings.land_part_bytes):
+            for entity, table in tables.items():
+                if entity not in loads:
+                    lake_path = settings.lake / "raw" / connector.name / entity / f"{checksum[:20]}.parquet"
+                    load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed", 0,
+                                      lake_path=str(lake_path))
+                    lake_path.parent.mkdir(parents=True, exist_ok=True)
+                    loads[entity] = (load_id, lake_path, pq.ParquetWriter(lake_path, _lake_schema(table.schema)))
+                    rows[entity] = 0
+                load_id, _, writer = loads[entity]
+                n = table.num_rows
+                if not n:
+                    continue
+                writer.write_table(table.append_column("source", pa.array([connector.name] * n, pa.string()))
+                                   .append_column("_file", pa.array([relative] * n, pa.string()))
+                                   .append_column("_load_id", pa.array([load_id] * n, pa.int64())))
+                rows[entity] += n
     except SourceError as exc:
+        for load_id, lake_path, writer in loads.values():  # a part was read: forget what was written
+            writer.close()
+            lake_path.unlink()
+            con.execute("DELETE FROM ops.loads WHERE load_id = ?", [load_id])
         log.error("cannot read %s: %s", relative, exc)
         _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
         result.failures.append(str(exc))
         return
-    for entity, table in tables.items():
-        lake_path = settings.lake / "raw" / connector.name / entity / f"{checksum[:20]}.parquet"
-        load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed",
-                          table.num_rows, lake_path=str(lake_path))
-        n = table.num_rows
-        table = table.append_column("source", pa.array([connector.name] * n, pa.string()))
-        table = table.append_column("_file", pa.array([relative] * n, pa.string()))
-        table = table.append_column("_load_id", pa.array([load_id] * n, pa.int64()))
-        lake_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, lake_path)
+    for entity, (load_id, _, writer) in loads.items():
+        writer.close()
+        con.execute("UPDATE ops.loads SET rows_in = ? WHERE load_id = ?", [rows[entity], load_id])
         failpoint("land")
-        result.rows_landed += n
+        result.rows_landed += rows[entity]
     result.files_landed += 1
+
+
+def _lake_schema(schema: pa.Schema) -> pa.Schema:
+    """An entity's schema with the lake's bookkeeping columns."""
+    return schema.append(pa.field("source", pa.string())).append(pa.field("_file", pa.string())) \
+        .append(pa.field("_load_id", pa.int64()))
 
 
 def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,

@@ -35,6 +35,7 @@ class Settings:
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
     coverage_alert: float = 0.1
+    land_part_bytes: int = 128 << 20  # a larger JSON Lines file is landed part by part
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -51,6 +52,7 @@ class Settings:
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
             history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
             coverage_alert=float(os.environ.get("TAGWRIGHT_COVERAGE_ALERT", "0.1")),
+            land_part_bytes=int(os.environ.get("TAGWRIGHT_LAND_PART_BYTES", str(128 << 20))),
         )
         values.update(overrides)
         return cls(**values)

@@ -119,8 +119,7 @@ def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: st
         CREATE OR REPLACE TABLE stage.{table} AS
         SELECT source, {key}, {columns}, _file, _row, _load_id
         FROM {lake}
-        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1
-        ORDER BY source, {key}""")
+        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1""")
 
 
 def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -136,8 +135,7 @@ def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         FROM {lines}
         SEMI JOIN stage.orders USING (source, order_id)
         QUALIFY _load_id = max(_load_id) OVER (PARTITION BY source, order_id)
-            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _row DESC) = 1
-        ORDER BY source, order_id, line_no""")
+            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _row DESC) = 1""")
 
 
 def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:

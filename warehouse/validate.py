@@ -21,9 +21,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from warehouse import dialect
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
 from warehouse.quality import QualityContext, expectation_columns
@@ -47,7 +47,8 @@ class ValidateResult:
 
 
 def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
-    """Validation rows and quarantine findings (one per failing row and expectation)."""
+    """Validation rows and quarantine findings (one per failing row and expectation, with the
+    row's ``_row`` and ``source_record_id``)."""
     validations, findings = [], []
     for r in results.results:
         columns = expectation_columns(r.expectation_config.kwargs)
@@ -59,10 +60,12 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
         for item in items:
-            values = [item[c] if c in item else frame.at[int(item["_rid"]), c] for c in columns]
+            rid = int(item["_rid"])
+            values = [item[c] if c in item else frame.at[rid, c] for c in columns]
             shown = [None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v) for v in values]
-            findings.append({"_rid": int(item["_rid"]), "expectation": kind, "column": column,
-                             "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown)})
+            findings.append({"_rid": rid, "expectation": kind, "column": column,
+                             "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown),
+                             "row": int(frame.at[rid, "_row"]), "source_record_id": frame.at[rid, "source_record_id"]})
     return validations, findings
 
 
@@ -73,6 +76,42 @@ def _later_duplicates(items: list[dict], columns: list[str]) -> list[dict]:
         key = tuple(str(item.get(c)) for c in columns)
         first[key] = min(first.get(key, item["_rid"]), item["_rid"])
     return [item for item in items if item["_rid"] != first[tuple(str(item.get(c)) for c in columns)]]
+
+
+def _duplicates_across_slices(con: duckdb.DuckDBPyConnection, raw: str, suite) -> list[dict]:
+    """For a batch validated in slices: the rows whose key an earlier slice already holds, for
+    each uniqueness expectation of the suite (GX sees one slice at a time)."""
+    findings = []
+    for e in suite.expectations:
+        kind = e.configuration.type
+        if kind not in UNIQUENESS:
+            continue
+        columns = expectation_columns(e.configuration.kwargs)
+        keys = ", ".join(dialect.quote_identifier(c) for c in columns)
+        shown = " || '|' || ".join(f"CAST({dialect.quote_identifier(c)} AS VARCHAR)" for c in columns)
+        for rid, row, record_id, value in con.execute(f"""
+                SELECT _rid, _row, source_record_id, {shown} FROM (
+                    SELECT file_row_number AS _rid, _row, source_record_id, {keys},
+                           min(file_row_number) OVER (PARTITION BY {keys}) AS first_rid
+                    FROM read_parquet({dialect.quote(raw)}, file_row_number = true)
+                    WHERE {" AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)})
+                WHERE _rid > first_rid ORDER BY _rid""").fetchall():
+            findings.append({"_rid": rid, "expectation": kind, "column": ",".join(columns), "value": value,
+                             "row": row, "source_record_id": record_id})
+    return findings
+
+
+def _merge_validations(per_slice: list[list[dict]]) -> list[dict]:
+    """One validation row per expectation over the slices of a batch."""
+    merged: dict[tuple, dict] = {}
+    for rows in per_slice:
+        for v in rows:
+            m = merged.setdefault((v["expectation"], v["column"]), {**v, "element_count": None, "unexpected_count": None})
+            m["success"] = m["success"] and v["success"]
+            for count in ("element_count", "unexpected_count"):
+                if v[count] is not None:
+                    m[count] = (m[count] or 0) + v[count]
+    return list(merged.values())
 
 
 def _suite_columns(suite) -> list[str]:
@@ -95,37 +134,64 @@ def _previous_delivery_rows(con: duckdb.DuckDBPyConnection, load: dict) -> int |
     return rows[0][0] if rows else None
 
 
-def _erased_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, source: str) -> list[dict]:
+def _erased_rows(con: duckdb.DuckDBPyConnection, raw: str, source: str) -> list[dict]:
     """Rows of people erased with ``tagwright forget``: set aside (value withheld) when a source
     delivers them again; they do not count towards the file's bad-row share."""
-    if "source_customer_id" not in table.column_names:
+    columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({dialect.quote(raw)})").fetchall()}
+    if "source_customer_id" not in columns:
         return []
-    con.register("batch_ids", table.select(["_rid", "source_customer_id"]))
-    rows = con.execute("""SELECT b._rid, s.erasure_id FROM batch_ids b JOIN identity.suppressed s
-                          ON s.source = ? AND s.source_customer_id = b.source_customer_id""", [source]).fetchall()
-    con.unregister("batch_ids")
+    rows = con.execute(f"""SELECT b.file_row_number, b._row, b.source_record_id, s.erasure_id
+                           FROM read_parquet({dialect.quote(raw)}, file_row_number = true) b
+                           JOIN identity.suppressed s ON s.source = ? AND s.source_customer_id = b.source_customer_id""",
+                       [source]).fetchall()
     return [{"_rid": rid, "expectation": "not_erased", "column": "source_customer_id", "value": None,
+             "row": row, "source_record_id": record_id,
              "reason": f"the person was erased on request (erasure {erasure}, ops.erasures); the row is not loaded"}
-            for rid, erasure in rows]
+            for rid, row, record_id, erasure in rows]
+
+
+def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, load: dict, suite,
+                     min_rows: int) -> tuple[int, list[dict], list[dict]]:
+    """GX validation of the batch one row group of its raw Parquet at a time (land writes a
+    large file's parts as row groups), so memory stays bounded: rows, validations, findings."""
+    raw = pq.ParquetFile(load["lake_path"])
+    checked = [c for c in _suite_columns(suite) if c not in ("_rid", "_row", "source_record_id")]
+    slices, per_slice, findings, offset = raw.num_row_groups, [], [], 0
+    batch = f"{load['file']}/{load['entity']}"
+    for i in range(max(slices, 1)):
+        table = raw.read_row_group(i, columns=["_row", "source_record_id", *checked]) if slices else \
+            raw.schema_arrow.empty_table().select(["_row", "source_record_id", *checked])
+        frame = table.to_pandas()
+        frame.insert(0, "_rid", range(offset, offset + len(frame)))
+        frame.index = frame["_rid"]
+        results = quality.validate(suite, batch if slices <= 1 else f"{batch} part {i + 1} of {slices}",
+                                   frame, "_rid", min_rows=min_rows if slices <= 1 else 0)
+        validations, found = _findings(results, frame)
+        per_slice.append(validations)
+        findings += found
+        offset += len(frame)
+    if slices > 1:
+        known = {(f["_rid"], f["expectation"]) for f in findings}
+        across = [f for f in _duplicates_across_slices(con, load["lake_path"], suite)
+                  if (f["_rid"], f["expectation"]) not in known]
+        findings += across
+        per_slice.append([{"expectation": f["expectation"], "column": f["column"], "success": False,
+                           "element_count": None, "unexpected_count": 1} for f in across])
+    validations = _merge_validations(per_slice)
+    for v in validations:  # the row-count gate is about the whole batch
+        if v["expectation"] == "expect_table_row_count_to_be_between":
+            v["success"] = offset >= min_rows
+    return offset, validations, findings
 
 
 def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, quality: QualityContext,
                     load: dict, result: ValidateResult) -> None:
-    table = pq.read_table(load["lake_path"])
-    n = table.num_rows
-    table = table.append_column("_rid", pa.array(range(n), pa.int64()))
     suite = quality.suite(f"{load['entity']}_rows")
-    checked = [c for c in _suite_columns(suite) if c not in ("_rid", "_row", "source_record_id")]
-    frame = table.select(["_rid", "_row", "source_record_id", *checked]).to_pandas()
-    frame.index = frame["_rid"]
     previous = _previous_delivery_rows(con, load)
     min_rows = math.ceil(previous * settings.min_row_share) if previous else 0
-    results = quality.validate(suite, f"{load['file']}/{load['entity']}", frame, "_rid", min_rows=min_rows)
-    validations, findings = _findings(results, frame)
-    bad_rids = sorted({f["_rid"] for f in findings})
-    bad_share = len(bad_rids) / n if n else 0.0
-    findings += _erased_rows(con, table, load["source"])
-    bad_rids = sorted({f["_rid"] for f in findings})
+    n, validations, findings = _validate_slices(con, quality, load, suite, min_rows)
+    bad_share = len({f["_rid"] for f in findings}) / n if n else 0.0
+    findings += _erased_rows(con, load["lake_path"], load["source"])
     reason = None
     if n < min_rows:
         reason = (f"file rejected: {n} rows where its previous delivery under this name had {previous} "
@@ -136,41 +202,41 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
         reason = (f"file rejected: {bad_share:.0%} of its rows fail validation (threshold "
                   f"{settings.max_bad_share:.0%}); fix the export and deliver it again")
         gate = "batch_bad_share"
-    if reason:
-        findings = findings + [{"_rid": rid, "expectation": gate, "column": None, "value": None,
-                                "reason": reason} for rid in range(n)]
-        bad_rids = list(range(n))
-        status = "rejected"
-        result.rejected.append(f"{load['source']}/{load['file']} ({load['entity']}): {reason}")
-    else:
-        status = "validated"
+    raw = f"read_parquet({dialect.quote(load['lake_path'])}, file_row_number = true)"
+    keys = [run_id, load["load_id"], load["source"], load["file"], load["entity"]]
     if findings:
         q = pd.DataFrame(findings)
         q["reason"] = [f.get("reason") or _reason(f, load["entity"]) for f in findings]
-        q["row"] = frame.loc[q["_rid"], "_row"].to_numpy()
-        q["source_record_id"] = frame.loc[q["_rid"], "source_record_id"].to_numpy()
         con.register("quarantined_rows", q)
-        con.execute(
-            "INSERT INTO ops.quarantine SELECT ?, ?, ?, ?, ?, \"row\", source_record_id, expectation,"
-            " \"column\", value, reason FROM quarantined_rows", [run_id, load["load_id"], load["source"],
-                                                                  load["file"], load["entity"]])
+        con.execute("INSERT INTO ops.quarantine SELECT ?, ?, ?, ?, ?, \"row\", source_record_id, expectation,"
+                    " \"column\", value, reason FROM quarantined_rows", keys)
         con.unregister("quarantined_rows")
+    bad_rids = pa.table({"_rid": pa.array(sorted({f["_rid"] for f in findings}), pa.int64())})
+    if reason:
+        con.execute(f"INSERT INTO ops.quarantine SELECT ?, ?, ?, ?, ?, _row, source_record_id, ?, NULL, NULL, ?"
+                    f" FROM {raw} ORDER BY file_row_number", [*keys, gate, reason])
+        status, rows_quarantined = "rejected", n
+        result.rejected.append(f"{load['source']}/{load['file']} ({load['entity']}): {reason}")
+    else:
+        status, rows_quarantined = "validated", bad_rids.num_rows
     con.register("validation_rows", pd.DataFrame(validations))
     con.execute("INSERT INTO ops.validations SELECT ?, ?, ?, ?, ?, expectation, \"column\", success,"
                 " element_count, unexpected_count FROM validation_rows",
                 [run_id, load["load_id"], load["source"], load["entity"], suite.name])
     con.unregister("validation_rows")
-    keep = pc.invert(pc.is_in(table["_rid"], pa.array(bad_rids, pa.int64())))
-    valid = table.filter(keep).drop_columns(["_rid"])
     valid_path = Path(str(load["lake_path"]).replace(f"{os.sep}raw{os.sep}", f"{os.sep}valid{os.sep}", 1))
     valid_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(valid, valid_path)
+    con.register("bad_rids", bad_rids)
+    keep = "false" if reason else "file_row_number NOT IN (SELECT _rid FROM bad_rids)"
+    con.execute(f"COPY (SELECT * EXCLUDE (file_row_number) FROM {raw} WHERE {keep})"
+                f" TO {dialect.quote(str(valid_path))} (FORMAT parquet)")
+    con.unregister("bad_rids")
     failpoint("validate")
     con.execute("UPDATE ops.loads SET status = ?, rows_loaded = ?, rows_quarantined = ? WHERE load_id = ?",
-                [status, valid.num_rows, len(bad_rids), load["load_id"]])
+                [status, n - rows_quarantined, rows_quarantined, load["load_id"]])
     result.batches += 1
-    result.rows_loaded += valid.num_rows
-    result.rows_quarantined += len(bad_rids)
+    result.rows_loaded += n - rows_quarantined
+    result.rows_quarantined += rows_quarantined
 
 
 def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> ValidateResult:

@@ -14,7 +14,7 @@ from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, 
 
 def _load(path: Path, ctx: ReadContext, columns: list[str], required: tuple[str, ...]) -> tuple[pd.DataFrame, RowErrors]:
     """JSON Lines as a frame; keys other than ``columns`` are new fields under the contract."""
-    frame, errors = read_export(path, "jsonl", "utf-8")
+    frame, errors = read_export(path, "jsonl", "utf-8", ctx.part)
     if frame.empty:
         raise SourceError(path, "the file holds no records", fix="re-deliver the export")
     # A JSON line may simply omit a NULL field: only a field absent from every line is missing.
@@ -111,8 +111,9 @@ CONNECTOR = Connector(
     ),
     files=(
         FileReader("users*.jsonl", read_users, "jsonl", tuple(USER_FIELDS), USER_REQUIRED,
-                   ("birthday", "registered_at", "updated_at")),
-        FileReader("events*.jsonl", read_events, "jsonl", tuple(EVENT_FIELDS), EVENT_REQUIRED, ("ts",)),
-        FileReader("orders*.jsonl", read_orders, "jsonl", tuple(ORDER_FIELDS), ORDER_REQUIRED, ("created_at", "total")),
+                   ("birthday", "registered_at", "updated_at"), in_parts=True),
+        FileReader("events*.jsonl", read_events, "jsonl", tuple(EVENT_FIELDS), EVENT_REQUIRED, ("ts",), in_parts=True),
+        FileReader("orders*.jsonl", read_orders, "jsonl", tuple(ORDER_FIELDS), ORDER_REQUIRED, ("created_at", "total"),
+                   in_parts=True),
     ),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import duckdb
+import pyarrow.parquet as pq
+import pytest
 
 from tests.warehouse.helpers import run_through_identity, write_store_members, write_web_users
 
@@ -108,10 +110,11 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
 
 
-def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings):
+@pytest.mark.parametrize("part_bytes", [128 << 20, 400], ids=["whole file", "landed and validated in parts"])
+def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, part_bytes):
     import json
 
-    settings = replace(settings, max_bad_share=0.95)
+    settings = replace(settings, max_bad_share=0.95, land_part_bytes=part_bytes)
     good = {"user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10, "currency": "CNY", "status": "paid",
             "items": []}
     rows = [  # (what is wrong, the order, the column that names it in quarantine)
@@ -138,6 +141,11 @@ def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings):
         named = con.execute("""SELECT "row", list(DISTINCT "column") FROM ops.quarantine WHERE entity = 'order'
                                GROUP BY "row" ORDER BY "row" """).fetchall()
         loaded = [r[0] for r in con.execute("SELECT order_id FROM stage.orders ORDER BY 1").fetchall()]
+        validations = con.execute("SELECT expectation, \"column\", count(*) FROM ops.validations"
+                                  " WHERE entity = 'order' GROUP BY ALL").fetchall()
+        slices = pq.ParquetFile(con.execute("SELECT lake_path FROM ops.loads WHERE entity = 'order'").fetchone()[0])
+    assert (slices.num_row_groups > 1) == (part_bytes < 1000)
+    assert all(n == 1 for _, _, n in validations)  # one result per expectation, over every slice
     bad = [(i, column) for i, (_, _, column) in enumerate(rows, start=1) if column]
     assert load == ("validated", len(rows), len(rows) - len(bad), len(bad))
     assert [(r, c) for r, columns in named for c in columns if c == dict(bad)[r]] == bad
