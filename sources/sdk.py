@@ -260,9 +260,13 @@ _MONEY_NOISE = r"[¥￥$,，\s]|RMB|CNY"
 
 def parse_number(raw: pd.Series, field_name: str, errors: RowErrors) -> pd.Series:
     """Numbers, tolerating currency symbols and thousands separators (¥1,299.00)."""
-    text = raw.astype("string").str.replace(_MONEY_NOISE, "", regex=True)
-    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
-    errors.add(_present(raw) & parsed.isna(), field_name, raw, "a number")
+    parsed = pd.to_numeric(raw, errors="coerce").astype("float64")  # numbers and plain numeric text
+    present = _present(raw)
+    noisy = present & parsed.isna()
+    if noisy.any():  # only those values go through the symbol and separator clean-up
+        text = raw[noisy].astype("string").str.replace(_MONEY_NOISE, "", regex=True)
+        parsed[noisy] = pd.to_numeric(text, errors="coerce").astype("float64")
+    errors.add(present & parsed.isna(), field_name, raw, "a number")
     return parsed
 
 
