@@ -61,6 +61,7 @@ def _nightly(as_of: date) -> dict:
     result = nightly(as_of=as_of.isoformat())
     return {"wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(time.process_time() - cpu, 2),
             "stage_seconds": result["stage_seconds"], "stage_cpu_seconds": result["stage_cpu_seconds"],
+            "stage_peak_rss_mib": result["stage_peak_rss_mib"],
             "row_counts": result["row_counts"], "status": result["status"], "peak_rss_mib": peak_rss_mib()}
 
 
@@ -75,7 +76,8 @@ def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:
 def _run_summary(run: dict, floor: dict | None = None) -> dict:
     stages = {}
     for name, wall in run["stage_seconds"].items():
-        stages[name] = {"wall_s": wall, "cpu_s": run["stage_cpu_seconds"][name], "rows": run["row_counts"][name]}
+        stages[name] = {"wall_s": wall, "cpu_s": run["stage_cpu_seconds"][name], "rows": run["row_counts"][name],
+                        "peak_rss_mib_after": run["stage_peak_rss_mib"][name]}
         if floor:
             stages[name]["floor_s"] = floor[name]
             stages[name]["over_floor"] = round(wall / floor[name], 1) if floor[name] else None

@@ -11,6 +11,7 @@ With no Prefect server configured the flow runs in Prefect's local mode.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 import uuid
 from collections.abc import Callable
@@ -99,6 +100,7 @@ def _timed(record: RunRecord, name: str, call: Callable):
     result = call()
     record.stage_seconds[name] = round(time.perf_counter() - started, 3)
     record.stage_cpu_seconds[name] = round(time.process_time() - cpu, 3)
+    record.stage_peak_rss_mib[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     record.row_counts[name] = int(result.row_count)
     return result
 
@@ -153,6 +155,7 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     return {"run_id": run_id, "as_of": day.isoformat(), "status": record.status,
             "warehouse": str(published.warehouse), "export": str(published.export),
             "stage_seconds": record.stage_seconds, "stage_cpu_seconds": record.stage_cpu_seconds,
+            "stage_peak_rss_mib": record.stage_peak_rss_mib,
             "row_counts": record.row_counts,
             "tables": published.tables, "warnings": record.warnings,
             "data_docs": str(data_docs_index(settings))}

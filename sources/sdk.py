@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from sources.entities import ENTITIES
@@ -312,18 +313,7 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
-    """The CSV as text columns plus ``_row``, and whether its last line is complete."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise SourceError(path, "the file is empty (no header row)",
-                          fix="re-deliver the export; an empty file carries no columns")
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
-                          fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
-    names = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+def _check_header(path: Path, names: list[str]) -> None:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise SourceError(path, f"the header repeats column(s) {duplicated}",
@@ -331,13 +321,57 @@ def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
     if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
         raise SourceError(path, f"the header {names[0]!r} is one column: the file is not comma-separated",
                           fix="re-export as CSV with commas between columns")
+
+
+def _read_csv_arrow(path: Path, encoding: str) -> pd.DataFrame | None:
+    """A well-formed CSV (every row as many fields as the header, the encoding right) read by
+    pyarrow, text columns, lean on memory; None when pyarrow refuses it."""
+    with path.open("rb") as f:
+        header = f.readline()
     try:
-        frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.ParserError as exc:
-        raise SourceError(path, f"the CSV cannot be parsed ({exc})",
-                          fix="check quoting and the number of fields per row") from exc
+        names = next(csv.reader([header.decode(encoding).lstrip("\ufeff")]))
+    except (UnicodeDecodeError, StopIteration):
+        return None
+    _check_header(path, names)
+    try:
+        table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(encoding=encoding),
+                                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                                convert_options=pa_csv.ConvertOptions(
+                                    column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+                                    quoted_strings_can_be_null=True, null_values=[""]))
+    except (pa.ArrowInvalid, UnicodeDecodeError, LookupError):
+        return None
+    if table.column_names != names:
+        return None
+    return table.to_pandas()
+
+
+def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
+    """The CSV as text columns plus ``_row``, and whether its last line is complete.  pyarrow
+    reads a well-formed file; anything else (a short last line, bad bytes) is read by pandas
+    from the decoded text, which names the problem."""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        complete = size > 0 and f.seek(size - 1) >= 0 and f.read(1) == b"\n"
+    frame = _read_csv_arrow(path, encoding) if size else None
+    if frame is None:
+        raw = path.read_bytes()
+        if not raw.strip():
+            raise SourceError(path, "the file is empty (no header row)",
+                              fix="re-deliver the export; an empty file carries no columns")
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
+                              fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
+        _check_header(path, next(csv.reader(io.StringIO(text.lstrip("\ufeff")))))
+        try:
+            frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False, na_values=[""])
+        except pd.errors.ParserError as exc:
+            raise SourceError(path, f"the CSV cannot be parsed ({exc})",
+                              fix="check quoting and the number of fields per row") from exc
     frame["_row"] = np.arange(len(frame), dtype="int64") + 2
-    return frame, raw.endswith(b"\n")
+    return frame, complete
 
 
 def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -> tuple[pd.DataFrame, "RowErrors"]:

@@ -26,6 +26,9 @@ from warehouse.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What land adds to every row of the lake: the connector, the inbox file and the manifest row.
+LAKE_COLUMNS = [("source", pa.string()), ("_file", pa.string()), ("_load_id", pa.int64())]
+
 
 @dataclass
 class LandResult:
@@ -83,15 +86,15 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                     load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed", 0,
                                       lake_path=str(lake_path))
                     lake_path.parent.mkdir(parents=True, exist_ok=True)
-                    loads[entity] = (load_id, lake_path, pq.ParquetWriter(lake_path, _lake_schema(table.schema)))
+                    loads[entity] = (load_id, lake_path, pq.ParquetWriter(lake_path, lake_schema(table.schema)))
                     rows[entity] = 0
                 load_id, _, writer = loads[entity]
                 n = table.num_rows
                 if not n:
                     continue
-                writer.write_table(table.append_column("source", pa.array([connector.name] * n, pa.string()))
-                                   .append_column("_file", pa.array([relative] * n, pa.string()))
-                                   .append_column("_load_id", pa.array([load_id] * n, pa.int64())))
+                values = (pa.scalar(connector.name), pa.scalar(relative), pa.scalar(load_id, pa.int64()))
+                writer.write_table(pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)],
+                                                        schema=writer.schema))
                 rows[entity] += n
     except SourceError as exc:
         for load_id, lake_path, writer in loads.values():  # a part was read: forget what was written
@@ -110,10 +113,11 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
     result.files_landed += 1
 
 
-def _lake_schema(schema: pa.Schema) -> pa.Schema:
+def lake_schema(schema: pa.Schema) -> pa.Schema:
     """An entity's schema with the lake's bookkeeping columns."""
-    return schema.append(pa.field("source", pa.string())).append(pa.field("_file", pa.string())) \
-        .append(pa.field("_load_id", pa.int64()))
+    for name, kind in LAKE_COLUMNS:
+        schema = schema.append(pa.field(name, kind))
+    return schema
 
 
 def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,

@@ -23,6 +23,7 @@ class RunRecord:
     status: str = "running"
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU (all threads); not stored
+    stage_peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the process's peak so far; not stored
     row_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None

@@ -35,7 +35,8 @@ class Settings:
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
     coverage_alert: float = 0.1
-    land_part_bytes: int = 128 << 20  # a larger JSON Lines file is landed part by part
+    land_part_bytes: int = 32 << 20  # a larger JSON Lines file is landed part by part
+    validate_slice_rows: int = 1_000_000  # GX validates a larger batch this many rows at a time
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -52,7 +53,8 @@ class Settings:
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
             history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
             coverage_alert=float(os.environ.get("TAGWRIGHT_COVERAGE_ALERT", "0.1")),
-            land_part_bytes=int(os.environ.get("TAGWRIGHT_LAND_PART_BYTES", str(128 << 20))),
+            land_part_bytes=int(os.environ.get("TAGWRIGHT_LAND_PART_BYTES", str(32 << 20))),
+            validate_slice_rows=int(os.environ.get("TAGWRIGHT_VALIDATE_SLICE_ROWS", "1000000")),
         )
         values.update(overrides)
         return cls(**values)

@@ -26,11 +26,10 @@ import pyarrow as pa
 from sources.entities import ENTITIES
 from warehouse import dialect
 from warehouse.identity import load_identity_config
+from warehouse.land import lake_schema
 from warehouse.normalize import NAME_KEY_VERSION, name_keys, phone_keys
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
-
-LAKE_COLUMNS = [("source", pa.string()), ("_file", pa.string()), ("_load_id", pa.int64())]
 
 # The domain and local part by regexp_extract: DuckDB 2.0 fails to bind split_part(...) = '...'
 # on a column that is NULL in every row (a deployment whose sources carry no email).
@@ -64,10 +63,7 @@ def _register_lake(con: duckdb.DuckDBPyConnection, settings: Settings, entity: s
     if files:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {dialect.read_parquet(files)}")
     else:
-        schema = ENTITIES[entity]
-        for name, kind in LAKE_COLUMNS:
-            schema = schema.append(pa.field(name, kind))
-        con.register(f"{view}_empty", schema.empty_table())
+        con.register(f"{view}_empty", lake_schema(ENTITIES[entity]).empty_table())
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
     return view
 

@@ -151,26 +151,29 @@ def _erased_rows(con: duckdb.DuckDBPyConnection, raw: str, source: str) -> list[
 
 
 def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, load: dict, suite,
-                     min_rows: int) -> tuple[int, list[dict], list[dict]]:
-    """GX validation of the batch one row group of its raw Parquet at a time (land writes a
-    large file's parts as row groups), so memory stays bounded: rows, validations, findings."""
+                     min_rows: int, slice_rows: int) -> tuple[int, list[dict], list[dict]]:
+    """GX validation of the batch ``slice_rows`` rows at a time, so memory stays bounded
+    however large the file: rows, validations, findings."""
     raw = pq.ParquetFile(load["lake_path"])
-    checked = [c for c in _suite_columns(suite) if c not in ("_rid", "_row", "source_record_id")]
-    slices, per_slice, findings, offset = raw.num_row_groups, [], [], 0
+    n = raw.metadata.num_rows
+    sliced = n > slice_rows
+    columns = ["_row", "source_record_id", *(c for c in _suite_columns(suite) if c not in ("_rid", "_row",
+                                                                                         "source_record_id"))]
+    batches = raw.iter_batches(batch_size=slice_rows, columns=columns) if n else \
+        [raw.schema_arrow.empty_table().select(columns)]
+    per_slice, findings, offset = [], [], 0
     batch = f"{load['file']}/{load['entity']}"
-    for i in range(max(slices, 1)):
-        table = raw.read_row_group(i, columns=["_row", "source_record_id", *checked]) if slices else \
-            raw.schema_arrow.empty_table().select(["_row", "source_record_id", *checked])
-        frame = table.to_pandas()
+    for rows in batches:
+        frame = rows.to_pandas()
         frame.insert(0, "_rid", range(offset, offset + len(frame)))
         frame.index = frame["_rid"]
-        results = quality.validate(suite, batch if slices <= 1 else f"{batch} part {i + 1} of {slices}",
-                                   frame, "_rid", min_rows=min_rows if slices <= 1 else 0)
+        results = quality.validate(suite, f"{batch} rows {offset + 1}-{offset + len(frame)}" if sliced else batch,
+                                   frame, "_rid", min_rows=0 if sliced else min_rows)
         validations, found = _findings(results, frame)
         per_slice.append(validations)
         findings += found
         offset += len(frame)
-    if slices > 1:
+    if sliced:
         known = {(f["_rid"], f["expectation"]) for f in findings}
         across = [f for f in _duplicates_across_slices(con, load["lake_path"], suite)
                   if (f["_rid"], f["expectation"]) not in known]
@@ -180,8 +183,8 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
     validations = _merge_validations(per_slice)
     for v in validations:  # the row-count gate is about the whole batch
         if v["expectation"] == "expect_table_row_count_to_be_between":
-            v["success"] = offset >= min_rows
-    return offset, validations, findings
+            v["success"] = n >= min_rows
+    return n, validations, findings
 
 
 def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, quality: QualityContext,
@@ -189,7 +192,7 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     suite = quality.suite(f"{load['entity']}_rows")
     previous = _previous_delivery_rows(con, load)
     min_rows = math.ceil(previous * settings.min_row_share) if previous else 0
-    n, validations, findings = _validate_slices(con, quality, load, suite, min_rows)
+    n, validations, findings = _validate_slices(con, quality, load, suite, min_rows, settings.validate_slice_rows)
     bad_share = len({f["_rid"] for f in findings}) / n if n else 0.0
     findings += _erased_rows(con, load["lake_path"], load["source"])
     reason = None

@@ -110,11 +110,12 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
 
 
-@pytest.mark.parametrize("part_bytes", [128 << 20, 400], ids=["whole file", "landed and validated in parts"])
-def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, part_bytes):
+@pytest.mark.parametrize("part_bytes,slice_rows", [(128 << 20, 1_000_000), (400, 3)],
+                         ids=["whole file", "landed in parts, validated in slices"])
+def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, part_bytes, slice_rows):
     import json
 
-    settings = replace(settings, max_bad_share=0.95, land_part_bytes=part_bytes)
+    settings = replace(settings, max_bad_share=0.95, land_part_bytes=part_bytes, validate_slice_rows=slice_rows)
     good = {"user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10, "currency": "CNY", "status": "paid",
             "items": []}
     rows = [  # (what is wrong, the order, the column that names it in quarantine)
@@ -144,7 +145,7 @@ def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, pa
         validations = con.execute("SELECT expectation, \"column\", count(*) FROM ops.validations"
                                   " WHERE entity = 'order' GROUP BY ALL").fetchall()
         slices = pq.ParquetFile(con.execute("SELECT lake_path FROM ops.loads WHERE entity = 'order'").fetchone()[0])
-    assert (slices.num_row_groups > 1) == (part_bytes < 1000)
+    assert (slices.num_row_groups > 1) == (part_bytes < 1000)  # one row group per part
     assert all(n == 1 for _, _, n in validations)  # one result per expectation, over every slice
     bad = [(i, column) for i, (_, _, column) in enumerate(rows, start=1) if column]
     assert load == ("validated", len(rows), len(rows) - len(bad), len(bad))
