@@ -91,9 +91,16 @@ class QualityContext:
         result_format = {"result_format": "COMPLETE"}
         if index_column:
             result_format["unexpected_index_column_names"] = [index_column]
-        return validation.run(batch_parameters={"dataframe": frame},
-                              expectation_parameters={"min_rows": 0, **self.parameters, **parameters},
-                              result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id))
+        try:
+            return validation.run(batch_parameters={"dataframe": frame},
+                                  expectation_parameters={"min_rows": 0, **self.parameters, **parameters},
+                                  result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id))
+        finally:
+            # GX's pandas engine keeps each asset's last batch (the whole frame) cached; a run
+            # validates many large frames, so let go of it.
+            batches = self.source.get_execution_engine().batch_manager
+            batches.reset_batch_cache()
+            batches.batch_data_cache.clear()
 
     def build_docs(self) -> Path:
         self.context.build_data_docs()

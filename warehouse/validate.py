@@ -2,9 +2,11 @@
 
 The suites are the committed GX file context's ``<entity>_rows`` (warehouse/gx, see
 warehouse/quality.py): required values, value sets, ranges, email shape, no future or
-implausible dates, unique keys within the batch.  Each batch gets a synthetic ``_rid`` so
-rows with duplicated business keys stay
-distinguishable.  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
+implausible dates, unique keys within the batch.  Each row is known by ``_rid``, its position
+in the raw Parquet (DuckDB's ``file_row_number``), so rows with duplicated business keys stay
+distinguishable.  A batch larger than ``validate_slice_rows`` is given to GX one slice at a
+time (memory stays bounded); keys repeated across slices are found in SQL over the whole
+batch.  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
 failed expectation, with the offending value); the rest are written to the validated lake.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
 quarantined with that reason.  For every batch: rows_in = rows_loaded + rows_quarantined.
