@@ -350,9 +350,10 @@ def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
     """The CSV as text columns plus ``_row``, and whether its last line is complete.  pyarrow
     reads a well-formed file; anything else (a short last line, bad bytes) is read by pandas
     from the decoded text, which names the problem."""
+    size = path.stat().st_size
     with path.open("rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        complete = size > 0 and f.seek(size - 1) >= 0 and f.read(1) == b"\n"
+        f.seek(max(size - 1, 0))
+        complete = f.read(1) == b"\n"  # else the last line may be cut short
     frame = _read_csv_arrow(path, encoding) if size else None
     if frame is None:
         raw = path.read_bytes()
