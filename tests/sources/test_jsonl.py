@@ -37,6 +37,7 @@ def test_the_fast_path_reads_what_the_line_by_line_reader_reads(name):
     (b'{"a": 1}\n{"a": "x"}\n', [1, 2], []),                 # a field that changes type
     (b'{"a": 1}\n{"a": 2\n', [1, 2], [2]),                   # a truncated last line
     (b'{"a": "2026-01-01T00:00:00+08:00"}\n', [1], []),     # ISO text stays text
+    (b'{"a": {"t": "2026-01-01T00:00:00Z"}}\n', [1], []),   # also inside a nested value
 ])
 def test_files_arrow_would_misread_take_the_line_by_line_path(tmp_path, content, rows, bad):
     path = tmp_path / "x.jsonl"
@@ -46,3 +47,5 @@ def test_files_arrow_would_misread_take_the_line_by_line_path(tmp_path, content,
     assert [r for r, p in zip(rows, problems) if p is not None] == bad
     if b"+08:00" in content:
         assert frame["a"].tolist() == ["2026-01-01T00:00:00+08:00"]
+    if b'"t"' in content:
+        assert frame["a"].tolist() == [{"t": "2026-01-01T00:00:00Z"}]
