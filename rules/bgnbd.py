@@ -49,14 +49,16 @@ def _negative_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndar
     return -float(np.sum(weights * (a1 + np.logaddexp(a3, a4))))
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdParams:
-    """Maximum-likelihood parameters for the customers ``(x, t_x, T)`` (arrays of equal length)."""
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, counts: np.ndarray | None = None) -> BgNbdParams:
+    """Maximum-likelihood parameters for the customers ``(x, t_x, T)`` (arrays of equal length),
+    each row standing for ``counts`` customers (default one)."""
     data = np.column_stack([np.asarray(x, float), np.asarray(t_x, float), np.asarray(T, float)])
     if len(data) == 0:
         raise ValueError("BG/NBD needs at least one customer with a purchase to fit")
     if (data < 0).any() or (data[:, 1] > data[:, 2] + 1e-9).any():
         raise ValueError("BG/NBD inputs must satisfy 0 <= t_x <= T and x >= 0")
-    summaries, weights = np.unique(data, axis=0, return_counts=True)
+    summaries, inverse = np.unique(data, axis=0, return_inverse=True)
+    weights = np.bincount(inverse.ravel(), weights=None if counts is None else np.asarray(counts, float))
     xs, txs, Ts = summaries.T
     start = np.log([1.0, max(float(np.mean(Ts)), 1.0), 1.0, 1.0])
     x_values, x_index = np.unique(xs, return_inverse=True)
@@ -65,6 +67,8 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdParams:
     shares = weights / weights.sum()
     result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, shares, x_values, x_index),
                       method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
+    if not result.success:
+        raise RuntimeError(f"BG/NBD fit did not converge on {weights.sum():.0f} customers: {result.message}")
     r, alpha, a, b = (float(v) for v in np.exp(result.x))
     return BgNbdParams(r=r, alpha=alpha, a=a, b=b)
 
