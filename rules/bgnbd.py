@@ -14,6 +14,7 @@ happens only right after a purchase); the churn rules combine p_alive with recen
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ import sqlglot
 from scipy.optimize import minimize
 from scipy.special import gammaln
 from sqlglot import exp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, counts: np.ndarray 
     shares = weights / weights.sum()
     result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, shares, x_values, x_index),
                       method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
-    if not result.success:
-        raise RuntimeError(f"BG/NBD fit did not converge on {weights.sum():.0f} customers: {result.message}")
+    if not result.success:  # the best point found is still used; say so
+        log.warning("BG/NBD fit did not converge on %.0f customers: %s", weights.sum(), result.message)
     r, alpha, a, b = (float(v) for v in np.exp(result.x))
     return BgNbdParams(r=r, alpha=alpha, a=a, b=b)
 
