@@ -66,7 +66,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, counts: np.ndarray 
     start = np.log([1.0, max(float(np.mean(Ts)), 1.0), 1.0, 1.0])
     x_values, x_index = np.unique(xs, return_inverse=True)
     # The mean over customers, not the sum: the tolerances below are then relative to one
-    # customer's likelihood, so the search stops as soon as at 2M customers as at 2k.
+    # customer's likelihood, whatever the size of the customer base.
     shares = weights / weights.sum()
     result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, shares, x_values, x_index),
                       method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
