@@ -20,7 +20,7 @@ import pyarrow.json as pa_json
 from sources.errors import SourceError
 
 if TYPE_CHECKING:
-    from sources.sdk import Part
+    from sources.parts import Part
 
 
 def _read_clean(raw: bytes, first_line: int) -> pd.DataFrame | None:

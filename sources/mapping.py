@@ -228,6 +228,6 @@ def connector_from_mapping(folder: Path) -> Connector:
                                columns=tuple(known[f.pattern]),
                                required=f.required,
                                typed=tuple(s for r in f.columns if r.parse != "text" for s in r.sources),
-                               in_parts=f.format == "jsonl")  # one row per line
+                               in_parts=f.format in ("jsonl", "csv"))  # one row per line
                     for f in files),
         encoding=encoding, contract=contract, options=tuple(spec.get("options", ())), folder=folder)

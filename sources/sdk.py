@@ -20,10 +20,8 @@ quarantines the row instead of losing it.  Sources never import Prefect.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import importlib
-import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -33,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from sources.entities import ENTITIES
 from sources.errors import SourceError
+from sources.csv_read import ends_in_newline, read_csv
 from sources.jsonl import read_jsonl
+from sources.parts import Part, csv_parts, jsonl_parts
 
 ENTRY_POINT_GROUP = "tagwright.sources"
 CONTRACT_MODES = ("evolve", "freeze", "discard_row")
@@ -53,30 +52,6 @@ class ReadContext:
     contract: str = "evolve"
     options: dict = field(default_factory=dict)
     part: "Part | None" = None  # set when a large file is read in parts (pass it to read_export)
-
-
-@dataclass(frozen=True)
-class Part:
-    """A run of whole lines of a large JSON Lines file: its bytes and the number of its first line."""
-
-    data: bytes
-    first_line: int
-    offset: int  # of its first byte in the file (for messages)
-
-
-def file_parts(path: Path, part_bytes: int):
-    """The file as Parts of about ``part_bytes`` each, cut after a newline (JSON Lines never
-    holds a raw newline inside a value, so every part is whole lines)."""
-    with path.open("rb") as f:
-        offset, first_line = 0, 1
-        while True:
-            data = f.read(part_bytes)
-            if not data:
-                return
-            data += f.readline()
-            yield Part(data, first_line, offset)
-            offset += len(data)
-            first_line += data.count(b"\n")
 
 
 Reader = Callable[[Path, ReadContext], dict[str, pa.Table]]
@@ -103,9 +78,11 @@ class FileReader:
     columns: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     typed: tuple[str, ...] = ()
-    # Each line gives its own rows (no grouping across lines) and the reader passes ctx.part to
-    # read_export: a large JSON Lines file is then read part by part, in bounded memory.
+    # The reader passes ctx.part to read_export and groups rows only by ``group_by`` columns
+    # (each line gives its own rows, or the lines of one receipt one order): a large JSON Lines
+    # or CSV file is then read part by part, in bounded memory (sources/parts.py).
     in_parts: bool = False
+    group_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,24 +132,33 @@ class Connector:
         return tables
 
     def read_in_parts(self, path: Path, ctx: ReadContext, part_bytes: int):
-        """``read``, one part of the file at a time when every reader of it reads JSON Lines in
-        parts and the file is larger than ``part_bytes``; else the whole file at once."""
-        specs = self.readers_for(path.name)
-        if not (specs and all(s.in_parts and s.format == "jsonl" for s in specs)
-                and path.stat().st_size > part_bytes):
+        """``read``, one part of the file at a time when every reader of it reads in parts and
+        the file is larger than ``part_bytes``; else the whole file at once."""
+        parts = self._parts(path, part_bytes)
+        if parts is None:
             yield self.read(path, ctx)
             return
-        for part in file_parts(path, part_bytes):
+        for part in parts:
             tables = self.read(path, replace(ctx, part=part))
-            last_line = part.first_line + part.data.count(b"\n")
             for entity, table in tables.items():
                 rows = table.column("_row")
                 if len(rows) and (pa.compute.min(rows).as_py() < part.first_line
-                                  or pa.compute.max(rows).as_py() > last_line):
+                                  or pa.compute.max(rows).as_py() > part.last_line):
                     raise SourceError(path, f"connector {self.name!r} read rows outside the part it was given "
-                                            f"(lines {part.first_line}-{last_line})",
+                                            f"(lines {part.first_line}-{part.last_line})",
                                       fix="pass ctx.part to read_export, or leave in_parts off for this file")
             yield tables
+
+    def _parts(self, path: Path, part_bytes: int):
+        specs = self.readers_for(path.name)
+        formats = {s.format for s in specs}
+        if not specs or not all(s.in_parts for s in specs) or len(formats) != 1 or path.stat().st_size <= part_bytes:
+            return None
+        if formats == {"jsonl"}:
+            return jsonl_parts(path, part_bytes)
+        if formats == {"csv"}:
+            return csv_parts(path, self.encoding, part_bytes, tuple(dict.fromkeys(g for s in specs for g in s.group_by)))
+        return None
 
     def stream(self, entity: str) -> Stream:
         for stream in self.streams:
@@ -313,70 +299,8 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _check_header(path: Path, names: list[str]) -> None:
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise SourceError(path, f"the header repeats column(s) {duplicated}",
-                          fix="re-export so each column appears once")
-    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
-        raise SourceError(path, f"the header {names[0]!r} is one column: the file is not comma-separated",
-                          fix="re-export as CSV with commas between columns")
-
-
-def _read_csv_arrow(path: Path, encoding: str) -> pd.DataFrame | None:
-    """A well-formed CSV (every row as many fields as the header, the encoding right) read by
-    pyarrow, text columns, lean on memory; None when pyarrow refuses it."""
-    with path.open("rb") as f:
-        header = f.readline()
-    try:
-        names = next(csv.reader([header.decode(encoding).lstrip("\ufeff")]))
-    except (UnicodeDecodeError, StopIteration):
-        return None
-    _check_header(path, names)
-    try:
-        table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(encoding=encoding),
-                                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                                convert_options=pa_csv.ConvertOptions(
-                                    column_types={n: pa.string() for n in names}, strings_can_be_null=True,
-                                    quoted_strings_can_be_null=True, null_values=[""]))
-    except (pa.ArrowInvalid, UnicodeDecodeError, LookupError):
-        return None
-    if table.column_names != names:
-        return None
-    return table.to_pandas()
-
-
-def _read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
-    """The CSV as text columns plus ``_row``, and whether its last line is complete.  pyarrow
-    reads a well-formed file; anything else (a short last line, bad bytes) is read by pandas
-    from the decoded text, which names the problem."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        f.seek(max(size - 1, 0))
-        complete = f.read(1) == b"\n"  # else the last line may be cut short
-    frame = _read_csv_arrow(path, encoding) if size else None
-    if frame is None:
-        raw = path.read_bytes()
-        if not raw.strip():
-            raise SourceError(path, "the file is empty (no header row)",
-                              fix="re-deliver the export; an empty file carries no columns")
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as exc:
-            raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
-                              fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
-        _check_header(path, next(csv.reader(io.StringIO(text.lstrip("\ufeff")))))
-        try:
-            frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False, na_values=[""])
-        except pd.errors.ParserError as exc:
-            raise SourceError(path, f"the CSV cannot be parsed ({exc})",
-                              fix="check quoting and the number of fields per row") from exc
-    frame["_row"] = np.arange(len(frame), dtype="int64") + 2
-    return frame, complete
-
-
 def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
-    """Read an export file (or, for JSON Lines, the ``part`` of it given) as text columns plus
+    """Read an export file (or the ``part`` of it given: JSON Lines or CSV) as text columns plus
     ``_row`` (its line or sheet row number).
 
     Whole-file problems (empty, undecodable, repeated header, wrong delimiter) raise
@@ -399,7 +323,12 @@ def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -
         frame = frame.astype("object").where(frame.notna(), None)
         frame["_row"] = np.arange(len(frame), dtype="int64") + 2
         return frame, RowErrors(len(frame))
-    frame, complete = _read_csv(path, encoding)
+    if part is not None and part.table is not None:
+        frame = part.table.to_pandas()
+        frame["_row"] = np.arange(part.first_line, part.first_line + len(frame), dtype="int64")
+        complete = not part.last or ends_in_newline(path)
+    else:
+        frame, complete = read_csv(path, encoding)
     errors = RowErrors(len(frame))
     if len(frame) and not complete:
         data_columns = [c for c in frame.columns if c != "_row"]

@@ -35,7 +35,7 @@ class Settings:
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
     coverage_alert: float = 0.1
-    land_part_bytes: int = 32 << 20  # a larger JSON Lines file is landed part by part
+    land_part_bytes: int = 32 << 20  # a larger JSON Lines or CSV file is landed part by part
     validate_slice_rows: int = 1_000_000  # GX validates a larger batch this many rows at a time
 
     @classmethod

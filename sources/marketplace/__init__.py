@@ -1,7 +1,8 @@
 """Marketplace order exports: one row per sub-order (line), buyer nick, masked phone, refunds.
 
 The same order can appear in several exports (the platform re-exports recent orders, with
-their latest status); staging keeps the version from the newest file.
+their latest status); staging keeps the version from the newest file.  A buyer's record is
+the latest of their rows in the file (in each part of a large file: staging keeps the latest).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ STATUS = {"交易成功": "paid", "已退款": "refunded", "交易关闭": "canc
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = read_export(path, "csv", ENCODING)
+    raw, errors = read_export(path, "csv", ENCODING, ctx.part)
     raw = enforce_contract(path, raw, COLUMNS, REQUIRED, ctx.contract, errors)
     rows = pd.DataFrame({
         "order_id": clean_text(raw["订单编号"]),
@@ -70,6 +71,6 @@ CONNECTOR = Connector(
         Stream("order_line", key=("order_id", "line_no")),
     ),
     files=(FileReader("orders_*.csv", read_orders, "csv", tuple(COLUMNS), tuple(REQUIRED),
-                      ("下单时间", "实付金额", "购买数量", "商品单价")),),
+                      ("下单时间", "实付金额", "购买数量", "商品单价"), in_parts=True, group_by=("订单编号",)),),
     encoding=ENCODING,
 )

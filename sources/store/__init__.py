@@ -25,7 +25,7 @@ PLATFORM_ORDER = "平台订单号"
 
 def read_pos(path: Path, ctx: ReadContext) -> dict:
     """POS rows are order lines; an order (receipt) is the group of lines with one 小票号."""
-    raw, errors = read_export(path, "csv", MEMBERS.encoding)
+    raw, errors = read_export(path, "csv", MEMBERS.encoding, ctx.part)
     raw = enforce_contract(path, raw, POS_COLUMNS, POS_REQUIRED, ctx.contract, errors)
     lines = pd.DataFrame({
         "order_id": clean_text(raw["小票号"]),
@@ -83,5 +83,6 @@ CONNECTOR = replace(
     streams=MEMBERS.streams + (Stream("order", key=("order_id",), cursor="ordered_at"),
                                Stream("order_line", key=("order_id", "line_no"))),
     files=MEMBERS.files + (FileReader("pos_transactions*.csv", read_pos, "csv", tuple(POS_COLUMNS),
-                                      tuple(POS_REQUIRED), ("交易时间", "金额", "数量", "单价")),),
+                                      tuple(POS_REQUIRED), ("交易时间", "金额", "数量", "单价"),
+                                      in_parts=True, group_by=("小票号",)),),
 )

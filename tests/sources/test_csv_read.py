@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sources.sdk import _read_csv, _read_csv_arrow
+from sources.csv_read import read_csv, read_csv_arrow
 
 SAMPLES = Path(__file__).parent
 CSV_SAMPLES = [("store/samples/members.csv", "gbk"), ("store/samples/pos_transactions.csv", "gbk"),
@@ -19,7 +19,7 @@ CSV_SAMPLES = [("store/samples/members.csv", "gbk"), ("store/samples/pos_transac
 @pytest.mark.parametrize("name,encoding", CSV_SAMPLES, ids=[n for n, _ in CSV_SAMPLES])
 def test_pyarrow_reads_a_well_formed_export_as_pandas_does(name, encoding):
     path = SAMPLES / name
-    by_arrow = _read_csv_arrow(path, encoding)
+    by_arrow = read_csv_arrow(path, encoding)
     text = path.read_bytes().decode(encoding).lstrip("\ufeff")
     by_pandas = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     assert by_arrow is not None
@@ -33,10 +33,10 @@ def test_pyarrow_reads_a_well_formed_export_as_pandas_does(name, encoding):
 def test_exports_pyarrow_refuses_go_through_pandas(tmp_path, content):
     path = tmp_path / "x.csv"
     path.write_bytes(content)
-    assert _read_csv_arrow(path, "utf-8") is None
+    assert read_csv_arrow(path, "utf-8") is None
     if b"\xff" in content:
         with pytest.raises(Exception, match="offset 8 are not valid utf-8"):
-            _read_csv(path, "utf-8")
+            read_csv(path, "utf-8")
     else:
-        frame, complete = _read_csv(path, "utf-8")
+        frame, complete = read_csv(path, "utf-8")
         assert frame["_row"].tolist() == [2, 3] and complete
