@@ -91,12 +91,14 @@ def _duplicates_across_slices(con: duckdb.DuckDBPyConnection, raw: str, suite) -
         columns = expectation_columns(e.configuration.kwargs)
         keys = ", ".join(dialect.quote_identifier(c) for c in columns)
         shown = " || '|' || ".join(f"CAST({dialect.quote_identifier(c)} AS VARCHAR)" for c in columns)
+        rows = f"read_parquet({dialect.quote(raw)}, file_row_number = true)"
+        present = " AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)
         for rid, row, record_id, value in con.execute(f"""
+                WITH repeated AS (SELECT {keys} FROM {rows} WHERE {present} GROUP BY ALL HAVING count(*) > 1)
                 SELECT _rid, _row, source_record_id, {shown} FROM (
                     SELECT file_row_number AS _rid, _row, source_record_id, {keys},
                            min(file_row_number) OVER (PARTITION BY {keys}) AS first_rid
-                    FROM read_parquet({dialect.quote(raw)}, file_row_number = true)
-                    WHERE {" AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)})
+                    FROM {rows} SEMI JOIN repeated USING ({keys}))
                 WHERE _rid > first_rid ORDER BY _rid""").fetchall():
             findings.append({"_rid": rid, "expectation": kind, "column": ",".join(columns), "value": value,
                              "row": row, "source_record_id": record_id})
@@ -156,26 +158,8 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
                      min_rows: int, slice_rows: int) -> tuple[int, list[dict], list[dict]]:
     """GX validation of the batch ``slice_rows`` rows at a time, so memory stays bounded
     however large the file: rows, validations, findings."""
-    raw = pq.ParquetFile(load["lake_path"])
-    n = raw.metadata.num_rows
-    sliced = n > slice_rows
-    columns = ["_row", "source_record_id", *(c for c in _suite_columns(suite) if c not in ("_rid", "_row",
-                                                                                         "source_record_id"))]
-    batches = raw.iter_batches(batch_size=slice_rows, columns=columns) if n else \
-        [raw.schema_arrow.empty_table().select(columns)]
-    per_slice, findings, offset = [], [], 0
-    batch = f"{load['file']}/{load['entity']}"
-    for rows in batches:
-        frame = rows.to_pandas()
-        frame.insert(0, "_rid", range(offset, offset + len(frame)))
-        frame.index = frame["_rid"]
-        results = quality.validate(suite, f"{batch} rows {offset + 1}-{offset + len(frame)}" if sliced else batch,
-                                   frame, "_rid", min_rows=0 if sliced else min_rows)
-        validations, found = _findings(results, frame)
-        per_slice.append(validations)
-        findings += found
-        offset += len(frame)
-    if sliced:
+    n, per_slice, findings = _validate_each_slice(quality, load, suite, min_rows, slice_rows)
+    if n > slice_rows:  # GX saw one slice at a time
         known = {(f["_rid"], f["expectation"]) for f in findings}
         across = [f for f in _duplicates_across_slices(con, load["lake_path"], suite)
                   if (f["_rid"], f["expectation"]) not in known]
@@ -187,6 +171,37 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
         if v["expectation"] == "expect_table_row_count_to_be_between":
             v["success"] = n >= min_rows
     return n, validations, findings
+
+
+def _validate_each_slice(quality: QualityContext, load: dict, suite, min_rows: int,
+                         slice_rows: int) -> tuple[int, list[list[dict]], list[dict]]:
+    """Rows, validations of each slice, findings; the Parquet reader and its buffers are gone
+    when it returns (before the duplicate check, which DuckDB runs on the whole file)."""
+    raw = pq.ParquetFile(load["lake_path"])
+    n = raw.metadata.num_rows
+    sliced = n > slice_rows
+    columns = ["_row", "source_record_id", *(c for c in _suite_columns(suite) if c not in ("_rid", "_row",
+                                                                                         "source_record_id"))]
+    batches = raw.iter_batches(batch_size=slice_rows, columns=columns) if n else \
+        [raw.schema_arrow.empty_table().select(columns)]
+    per_slice, findings, offset = [], [], 0
+    batch = f"{load['file']}/{load['entity']}"
+    for rows in batches:
+        name = f"{batch} rows {offset + 1}-{offset + rows.num_rows}" if sliced else batch
+        validations, found = _validate_slice(quality, suite, name, rows, offset, 0 if sliced else min_rows)
+        per_slice.append(validations)
+        findings += found
+        offset += rows.num_rows
+    return n, per_slice, findings
+
+
+def _validate_slice(quality: QualityContext, suite, name: str, rows: pa.RecordBatch, offset: int,
+                    min_rows: int) -> tuple[list[dict], list[dict]]:
+    frame = rows.to_pandas()
+    frame.insert(0, "_rid", range(offset, offset + len(frame)))
+    frame.index = frame["_rid"]
+    results = quality.validate(suite, name, frame, "_rid", min_rows=min_rows)
+    return _findings(results, frame)
 
 
 def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, quality: QualityContext,

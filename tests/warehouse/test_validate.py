@@ -151,3 +151,23 @@ def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, pa
     assert load == ("validated", len(rows), len(rows) - len(bad), len(bad))
     assert [(r, c) for r, columns in named for c in columns if c == dict(bad)[r]] == bad
     assert loaded == ["W1", "W2"]
+
+
+def test_validating_many_batches_keeps_none_of_their_data(settings):
+    """GX's pandas engine caches each batch and every metric it computed; a nightly run validates
+    dozens of million-row slices, so the quality context lets go of them after each one."""
+    import pandas as pd
+
+    from warehouse.quality import QualityContext
+
+    quality = QualityContext(settings, "r1")
+    suite = quality.suite("event_rows")
+    frame = pd.DataFrame({"_rid": range(1000), "_row": range(2, 1002), "source_record_id": [f"E{i}" for i in range(1000)],
+                          "event_id": [f"E{i}" for i in range(1000)], "_errors": None,
+                          "occurred_at": pd.Timestamp("2026-11-20", tz="UTC"), "event_type": "login"})
+    engine = quality.source.get_execution_engine()
+    for i in range(3):
+        results = quality.validate(suite, f"events rows {i}", frame, "_rid")
+        assert results.success
+        assert not engine._metric_cache and not engine.batch_manager.batch_data_cache
+        assert "pandas_data_fingerprint" not in str(results.meta)  # GX did not hash the whole frame
