@@ -9,11 +9,8 @@ and count without seeing the value.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
-
-import pyarrow as pa
 
 from warehouse.settings import Settings
 
@@ -30,13 +27,19 @@ def pii_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode("utf-8")
 
 
-def pseudonyms(values: list[str], key: bytes) -> pa.Table:
-    """raw -> pseudonym (first 32 hex chars of the HMAC), for distinct values."""
-    return pa.table({
-        "raw": pa.array(values, pa.string()),
-        "pseudonym": pa.array([hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest()[:32] for v in values],
-                              pa.string()),
-    })
+def hmac_pads(key: bytes) -> dict[str, bytes]:
+    """The key's inner and outer pads (RFC 2104), bound as ``$inner_pad`` and ``$outer_pad`` for
+    :func:`pseudonym_sql`."""
+    if len(key) > 64:  # SHA-256's block size
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return {"inner_pad": bytes(b ^ 0x36 for b in key), "outer_pad": bytes(b ^ 0x5C for b in key)}
+
+
+def pseudonym_sql(column: str) -> str:
+    """DuckDB SQL for the pseudonym of ``column``: the first 32 hex characters of its
+    HMAC-SHA256 under the key whose pads are bound (:func:`hmac_pads`), computed set-based."""
+    return f"left(sha256($outer_pad || unhex(sha256($inner_pad || encode({column})))), 32)"
 
 
 MASK_EMAIL_SQL = "left(split_part({c}, '@', 1), 1) || '***@' || split_part({c}, '@', 2)"

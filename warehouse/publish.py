@@ -21,7 +21,7 @@ import duckdb
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.runs import RunRecord, finish_run
-from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, pii_key, pseudonyms
+from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, hmac_pads, pii_key, pseudonym_sql
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
 from warehouse.tagging import overrides_in_force_sql
@@ -51,27 +51,18 @@ def _catalog(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
 
 
 def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    key = pii_key(settings)
-    emails = [r[0] for r in con.execute("SELECT DISTINCT email_key FROM work.identity.golden"
-                                        " WHERE email_key IS NOT NULL ORDER BY 1").fetchall()]
-    phones = [r[0] for r in con.execute("SELECT DISTINCT phone_e164 FROM work.identity.golden"
-                                        " WHERE phone_e164 IS NOT NULL ORDER BY 1").fetchall()]
-    con.register("email_pseudonyms", pseudonyms(emails, key))
-    con.register("phone_pseudonyms", pseudonyms(phones, key))
     con.execute(f"""
         CREATE TABLE analytics.customers AS
         SELECT g.customer_id,
-               e.pseudonym AS email_pseudonym, {MASK_EMAIL_SQL.format(c='g.email_key')} AS email_masked,
-               p.pseudonym AS phone_pseudonym,
+               {pseudonym_sql('g.email_key')} AS email_pseudonym, {MASK_EMAIL_SQL.format(c='g.email_key')} AS email_masked,
+               {pseudonym_sql('g.phone_e164')} AS phone_pseudonym,
                coalesce({MASK_PHONE_SQL.format(c='g.phone_e164')}, g.phone_masked_key) AS phone_masked,
                g.gender, g.province, g.city, g.first_registered_at, g.acquisition_source, g.email_opt_in, g.sms_opt_in,
                g.member_id IS NOT NULL AS is_member, g.sources,
                (SELECT count(*) FROM work.identity.node_customer n WHERE n.customer_id = g.customer_id)
                    AS source_records
         FROM work.identity.golden g
-        LEFT JOIN email_pseudonyms e ON e.raw = g.email_key
-        LEFT JOIN phone_pseudonyms p ON p.raw = g.phone_e164
-        ORDER BY g.customer_id""")
+        ORDER BY g.customer_id""", hmac_pads(pii_key(settings)))
     con.execute("""CREATE TABLE analytics.customer_source_ids AS
                    SELECT m.customer_id, m.source, m.source_customer_id,
                           r.member_id IS NOT NULL AS has_member_id, r.email_key IS NOT NULL AS has_email,
