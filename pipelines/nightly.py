@@ -11,6 +11,8 @@ With no Prefect server configured the flow runs in Prefect's local mode.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import resource
 import time
 import uuid
@@ -20,6 +22,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -95,9 +98,21 @@ def default_as_of(settings: Settings) -> date:
     return datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
 
 
+def _give_back_memory() -> None:
+    """Return what a stage freed to the operating system: glibc and Arrow keep freed memory
+    for reuse, and the next stage's DuckDB (up to its memory limit) would sit on top of it."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _timed(record: RunRecord, name: str, call: Callable):
     started, cpu = time.perf_counter(), time.process_time()
     result = call()
+    _give_back_memory()
     record.stage_seconds[name] = round(time.perf_counter() - started, 3)
     record.stage_cpu_seconds[name] = round(time.process_time() - cpu, 3)
     record.stage_peak_rss_mib[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

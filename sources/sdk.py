@@ -273,9 +273,14 @@ _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 
 
 def clean_text(raw: pd.Series) -> pd.Series:
-    """Drop control characters, strip whitespace; empty text becomes NULL (emoji are kept)."""
-    text = raw.astype("string").str.replace(_CONTROL, "", regex=True).str.strip()
-    return text.mask(text == "").astype("object")
+    """Drop control characters, strip whitespace; empty text becomes NULL (emoji are kept).
+    Text stays in Arrow (pandas' ``str``), so the entity table takes it without a copy per value."""
+    text = raw.astype("str")
+    control = text.str.contains(_CONTROL, regex=True, na=False)
+    if control.any():  # rare: rewrite only then
+        text = text.where(~control, text.str.replace(_CONTROL, "", regex=True))
+    text = text.str.strip()
+    return text.mask(text == "")
 
 
 def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None = None,

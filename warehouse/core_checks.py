@@ -55,29 +55,34 @@ def _coverage_expectations(rules: RuleSet) -> list:
             for tag in rules.active_tags if not isinstance(tag.rule, Manual)]
 
 
-def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
-                      run_id: str) -> CoreCheckResult:
-    quality = QualityContext(settings, run_id)
-    frames = {
-        "customers_core": (con.execute("SELECT customer_id FROM identity.golden").fetchdf(), []),
-        "orders_core": (con.execute("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
-                                       LEFT JOIN identity.node_customer m USING (source, source_customer_id)""").fetchdf(),
-                        []),
-        "customer_tags_core": (con.execute("""SELECT tag, value, count(*) AS rows, count(DISTINCT customer_id) AS customers
-                                              FROM tags.customer_tags GROUP BY ALL""").fetchdf(),
-                               _tag_expectations(rules)),
-    }
+def _coverage(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> pd.DataFrame:
+    """Each active tag's share of customers (0 for a tag no customer has)."""
     coverage = con.execute("""SELECT t.tag, count(*) / (SELECT count(*) FROM features.customer_features) AS coverage
                               FROM tags.customer_tags t GROUP BY t.tag""").fetchdf()
     active = pd.DataFrame({"tag": [t.id for t in rules.active_tags]})
-    frames["tag_coverage_core"] = (active.merge(coverage, on="tag", how="left").fillna({"coverage": 0.0}),
-                                   _coverage_expectations(rules))
+    return active.merge(coverage, on="tag", how="left").fillna({"coverage": 0.0})
+
+
+def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
+                      run_id: str) -> CoreCheckResult:
+    quality = QualityContext(settings, run_id)
+    checks = {  # suite: (its batch, read when its turn comes so one is in memory at a time; extra expectations)
+        "customers_core": (lambda: con.execute("SELECT customer_id FROM identity.golden").fetchdf(), []),
+        "orders_core": (lambda: con.execute("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
+                                               LEFT JOIN identity.node_customer m USING (source, source_customer_id)"""
+                                            ).fetchdf(), []),
+        "customer_tags_core": (lambda: con.execute("""SELECT tag, value, count(*) AS rows,
+                                                             count(DISTINCT customer_id) AS customers
+                                                      FROM tags.customer_tags GROUP BY ALL""").fetchdf(),
+                               _tag_expectations(rules)),
+        "tag_coverage_core": (lambda: _coverage(con, rules), _coverage_expectations(rules)),
+    }
     result = CoreCheckResult()
     rows = []
-    for name, (frame, extra) in frames.items():
+    for name, (read, extra) in checks.items():
         table = name.removesuffix("_core")
         suite = quality.suite(name, extra)
-        outcome = quality.validate(suite, table, frame)
+        outcome = quality.validate(suite, table, read())
         for r in outcome.results:
             config = r.expectation_config
             column = ",".join(expectation_columns(config.kwargs)) or None
