@@ -7,6 +7,9 @@
   the rules: each tag's values inside its declared value set; ``tag_coverage_core``: every
   active computed tag reaches at least one customer (coverage bounds).
 
+A table larger than ``validate_slice_rows`` is given to GX one slice at a time (memory stays
+bounded at any size); its keys are then judged unique in SQL over all its rows.
+
 A failed check of identity, keys or value sets stops the run before publishing (analysts keep
 the last good warehouse); a coverage bound only warns.  Results go to ``ops.validations`` and
 the run's Data Docs.
@@ -18,12 +21,13 @@ from dataclasses import dataclass, field
 
 import duckdb
 import great_expectations as gx
-import pandas as pd
+import pyarrow as pa
 
 from rules.kinds import Manual
 from rules.model import RuleSet
+from warehouse import dialect
 from warehouse.errors import StageError
-from warehouse.quality import QualityContext, expectation_columns
+from warehouse.quality import UNIQUENESS, QualityContext, merge_summaries, summary
 from warehouse.settings import Settings
 
 WARN_ONLY = ("coverage",)
@@ -55,49 +59,78 @@ def _coverage_expectations(rules: RuleSet) -> list:
             for tag in rules.active_tags if not isinstance(tag.rule, Manual)]
 
 
-def _coverage(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> pd.DataFrame:
-    """Each active tag's share of customers (0 for a tag no customer has)."""
-    coverage = con.execute("""SELECT t.tag, count(*) / (SELECT count(*) FROM features.customer_features) AS coverage
-                              FROM tags.customer_tags t GROUP BY t.tag""").fetchdf()
-    active = pd.DataFrame({"tag": [t.id for t in rules.active_tags]})
-    return active.merge(coverage, on="tag", how="left").fillna({"coverage": 0.0})
+# Each active tag's share of customers (0 for a tag no customer has); the active tags are its parameter.
+COVERAGE = """SELECT a.tag, coalesce(c.customers / (SELECT count(*) FROM features.customer_features), 0.0) AS coverage
+              FROM (SELECT unnest(?::VARCHAR[]) AS tag) a
+              LEFT JOIN (SELECT tag, count(*) AS customers FROM tags.customer_tags GROUP BY tag) c USING (tag)"""
 
 
 def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
                       run_id: str) -> CoreCheckResult:
     quality = QualityContext(settings, run_id)
-    checks = {  # suite: (its batch, read when its turn comes so one is in memory at a time; extra expectations)
-        "customers_core": (lambda: con.execute("SELECT customer_id FROM identity.golden").fetchdf(), []),
-        "orders_core": (lambda: con.execute("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
-                                               LEFT JOIN identity.node_customer m USING (source, source_customer_id)"""
-                                            ).fetchdf(), []),
-        "customer_tags_core": (lambda: con.execute("""SELECT tag, value, count(*) AS rows,
-                                                             count(DISTINCT customer_id) AS customers
-                                                      FROM tags.customer_tags GROUP BY ALL""").fetchdf(),
-                               _tag_expectations(rules)),
-        "tag_coverage_core": (lambda: _coverage(con, rules), _coverage_expectations(rules)),
+    checks = {  # suite: (the rows it checks, the query's parameters, extra expectations)
+        "customers_core": ("SELECT customer_id FROM identity.golden", [], []),
+        "orders_core": ("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
+                           LEFT JOIN identity.node_customer m USING (source, source_customer_id)""", [], []),
+        "customer_tags_core": ("""SELECT tag, value, count(*) AS rows, count(DISTINCT customer_id) AS customers
+                                  FROM tags.customer_tags GROUP BY ALL""", [], _tag_expectations(rules)),
+        "tag_coverage_core": (COVERAGE, [[t.id for t in rules.active_tags]], _coverage_expectations(rules)),
     }
     result = CoreCheckResult()
     rows = []
-    for name, (read, extra) in checks.items():
+    for name, (query, parameters, extra) in checks.items():
         table = name.removesuffix("_core")
         suite = quality.suite(name, extra)
-        outcome = quality.validate(suite, table, read())
-        for r in outcome.results:
-            config = r.expectation_config
-            column = ",".join(expectation_columns(config.kwargs)) or None
-            what = f"{suite.name}: {config.type} on {column}" + (f" for tag {config.meta['tag']}"
-                                                                 if config.meta.get("tag") else "")
-            rows.append((run_id, 0, "pipeline", table, suite.name, config.type, column,
-                         bool(r.success), r.result.get("element_count"), r.result.get("unexpected_count")))
+        for s in _validate_in_slices(con, quality, suite, table, query, parameters, settings.validate_slice_rows):
+            tag = s["meta"].get("tag")
+            what = f"{suite.name}: {s['expectation']} on {s['column']}" + (f" for tag {tag}" if tag else "")
+            rows.append((run_id, 0, "pipeline", table, suite.name, s["expectation"], s["column"],
+                         s["success"], s["element_count"], s["unexpected_count"]))
             result.checks += 1
-            if not r.success:
-                sample = r.result.get("partial_unexpected_list") or []
-                message = f"{what} failed ({r.result.get('unexpected_count')} rows, e.g. {sample[:3]})"
-                (result.warnings if config.meta.get("check") in WARN_ONLY else result.failed).append(message)
+            if not s["success"]:
+                message = f"{what} failed ({s['unexpected_count']} rows, e.g. {s['sample']})"
+                (result.warnings if s["meta"].get("check") in WARN_ONLY else result.failed).append(message)
     con.executemany("INSERT INTO ops.validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     quality.build_docs()
     if result.failed:
         raise StageError("core checks", "; ".join(result.failed),
                          "nothing was published; look at the named table in the work file and the run's Data Docs")
     return result
+
+
+def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, suite, table: str, query: str,
+                        parameters: list, slice_rows: int) -> list[dict]:
+    """GX validation of the query's rows ``slice_rows`` at a time, so memory stays bounded at
+    any size: one summary per expectation.  GX sees one slice at a time, so when there are
+    several, uniqueness is judged in SQL over all the rows."""
+    per_slice, offset, sliced = [], 0, False
+    with con.cursor() as reading:  # its own connection: the stream stays open while GX works
+        reader = reading.sql(query, params=parameters or None).to_arrow_reader(slice_rows)
+        slices = iter(reader)
+        rows = next(slices, None) or pa.RecordBatch.from_pylist([], schema=reader.schema)
+        while rows is not None:
+            following = next(slices, None)
+            sliced = sliced or following is not None
+            name = f"{table} rows {offset + 1}-{offset + rows.num_rows}" if sliced else table
+            per_slice.append([summary(r) for r in quality.validate(suite, name, rows.to_pandas()).results])
+            offset, rows = offset + rows.num_rows, following
+    summaries = merge_summaries(per_slice)
+    if sliced:
+        for s in summaries:
+            if s["expectation"] in UNIQUENESS:
+                s["unexpected_count"], s["sample"] = _repeated_keys(con, query, parameters, s["column"].split(","))
+                s["success"] = s["unexpected_count"] == 0
+    return summaries
+
+
+def _repeated_keys(con: duckdb.DuckDBPyConnection, query: str, parameters: list,
+                   columns: list[str]) -> tuple[int, list[str]]:
+    """Rows of the query whose key (every part present) another row has, and up to three such keys."""
+    keys = ", ".join(dialect.quote_identifier(c) for c in columns)
+    present = " AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)
+    shown = " || '|' || ".join(f"CAST({dialect.quote_identifier(c)} AS VARCHAR)" for c in columns)
+    rows, sample = con.execute(f"""SELECT coalesce(sum(n), 0)::BIGINT, coalesce(list(key)[1:3], [])
+                                   FROM (SELECT {shown} AS key, count(*) AS n FROM ({query})
+                                         WHERE {present} GROUP BY {keys} HAVING count(*) > 1)""",
+                               parameters).fetchone()
+    return rows, sample

@@ -37,6 +37,9 @@ pandas_execution_engine.HASH_THRESHOLD = 0
 
 from warehouse.settings import Settings  # noqa: E402
 
+# Expectations on keys (GX sees one slice of a large batch at a time: SQL checks the rest).
+UNIQUENESS = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
+
 EARLIEST_TIMESTAMP = pd.Timestamp("2000-01-01", tz="UTC")
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 
@@ -127,6 +130,39 @@ def expectation_columns(kwargs: dict) -> list[str]:
     """The columns an expectation reads (``column``, ``column_list`` or ``column_A``/``column_B``)."""
     named = [kwargs.get("column"), *(kwargs.get("column_list") or []), kwargs.get("column_A"), kwargs.get("column_B")]
     return [c for c in named if c]
+
+
+def summary(result) -> dict:
+    """One expectation's result as a plain row: what ``ops.validations`` keeps, and what
+    :func:`merge_summaries` adds up over the slices of a batch."""
+    config = result.expectation_config
+    return {"expectation": config.type, "column": ",".join(expectation_columns(config.kwargs)) or None,
+            "success": bool(result.success), "element_count": result.result.get("element_count"),
+            "unexpected_count": result.result.get("unexpected_count"),
+            "missing_count": result.result.get("missing_count"), "mostly": config.kwargs.get("mostly"),
+            "meta": dict(config.meta or {}), "sample": (result.result.get("partial_unexpected_list") or [])[:3]}
+
+
+def merge_summaries(per_slice: list[list[dict]]) -> list[dict]:
+    """One summary per expectation over the slices of a batch: the counts add up; an
+    expectation with ``mostly`` is judged on the totals (a slice may fall short where the batch
+    does not), any other fails when it failed on a slice."""
+    merged: dict[tuple, dict] = {}
+    for summaries in per_slice:
+        for s in summaries:
+            key = (s["expectation"], s["column"], s.get("meta", {}).get("tag"))
+            m = merged.setdefault(key, {**s, "element_count": None, "unexpected_count": None,
+                                        "missing_count": None, "sample": []})
+            m["success"] = m["success"] and s["success"]
+            m["sample"] = m["sample"] or s.get("sample") or []
+            for count in ("element_count", "unexpected_count", "missing_count"):
+                if s.get(count) is not None:
+                    m[count] = (m[count] or 0) + s[count]
+    for m in merged.values():
+        if m.get("mostly") is not None and m["element_count"] is not None:
+            judged = m["element_count"] - (m["missing_count"] or 0)
+            m["success"] = judged == 0 or (judged - (m["unexpected_count"] or 0)) / judged >= m["mostly"]
+    return list(merged.values())
 
 
 def data_docs_index(settings: Settings) -> Path:

@@ -28,12 +28,11 @@ import pyarrow.parquet as pq
 from warehouse import dialect
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
-from warehouse.quality import QualityContext, expectation_columns
+from warehouse.quality import UNIQUENESS, QualityContext, expectation_columns, merge_summaries, summary
 from warehouse.settings import Settings
 
 
-# Expectations on keys: a duplicate within one batch keeps its first row and sets the others aside.
-UNIQUENESS = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
+VALIDATION_COLUMNS = ["expectation", "column", "success", "element_count", "unexpected_count"]
 
 
 @dataclass
@@ -55,9 +54,7 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
     for r in results.results:
         columns = expectation_columns(r.expectation_config.kwargs)
         kind, column = r.expectation_config.type, ",".join(columns) or None
-        validations.append({"expectation": kind, "column": column, "success": bool(r.success),
-                            "element_count": r.result.get("element_count"),
-                            "unexpected_count": r.result.get("unexpected_count")})
+        validations.append(summary(r))
         items = r.result.get("unexpected_index_list") or []
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
@@ -103,19 +100,6 @@ def _duplicates_across_slices(con: duckdb.DuckDBPyConnection, raw: str, suite) -
             findings.append({"_rid": rid, "expectation": kind, "column": ",".join(columns), "value": value,
                              "row": row, "source_record_id": record_id})
     return findings
-
-
-def _merge_validations(per_slice: list[list[dict]]) -> list[dict]:
-    """One validation row per expectation over the slices of a batch."""
-    merged: dict[tuple, dict] = {}
-    for rows in per_slice:
-        for v in rows:
-            m = merged.setdefault((v["expectation"], v["column"]), {**v, "element_count": None, "unexpected_count": None})
-            m["success"] = m["success"] and v["success"]
-            for count in ("element_count", "unexpected_count"):
-                if v[count] is not None:
-                    m[count] = (m[count] or 0) + v[count]
-    return list(merged.values())
 
 
 def _suite_columns(suite) -> list[str]:
@@ -166,7 +150,7 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
         findings += across
         per_slice.append([{"expectation": f["expectation"], "column": f["column"], "success": False,
                            "element_count": None, "unexpected_count": 1} for f in across])
-    validations = _merge_validations(per_slice)
+    validations = merge_summaries(per_slice)
     for v in validations:  # the row-count gate is about the whole batch
         if v["expectation"] == "expect_table_row_count_to_be_between":
             v["success"] = n >= min_rows
@@ -239,7 +223,7 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
         result.rejected.append(f"{load['source']}/{load['file']} ({load['entity']}): {reason}")
     else:
         status, rows_quarantined = "validated", bad_rids.num_rows
-    con.register("validation_rows", pd.DataFrame(validations))
+    con.register("validation_rows", pd.DataFrame(validations, columns=VALIDATION_COLUMNS))
     con.execute("INSERT INTO ops.validations SELECT ?, ?, ?, ?, ?, expectation, \"column\", success,"
                 " element_count, unexpected_count FROM validation_rows",
                 [run_id, load["load_id"], load["source"], load["entity"], suite.name])

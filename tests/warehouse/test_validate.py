@@ -110,6 +110,51 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
 
 
+@pytest.mark.parametrize("slice_rows", [1_000_000, 2], ids=["whole table", "in slices"])
+def test_core_checks_find_a_customer_id_repeated_anywhere_in_the_table(settings, slice_rows):
+    from rules.model import load_rules
+    from warehouse.core_checks import check_core_tables
+    from warehouse.errors import StageError
+    from warehouse.workdb import open_work_db
+
+    settings = replace(settings, validate_slice_rows=slice_rows)
+    write_web_users(settings.inbox, [{"user_id": f"U{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    run_through_identity(settings)
+    con = open_work_db(settings)
+    try:
+        first = con.execute("SELECT customer_id FROM identity.golden LIMIT 1").fetchone()[0]
+        con.execute("INSERT INTO identity.golden SELECT * FROM identity.golden WHERE customer_id = ?", [first])
+        con.execute("CREATE TABLE features.customer_features AS SELECT DISTINCT customer_id FROM identity.golden")
+        con.execute("""CREATE TABLE tags.customer_tags AS SELECT DISTINCT customer_id, 'churn_risk' AS tag,
+                       'low' AS value, NULL::DOUBLE AS score FROM identity.golden""")
+        with pytest.raises(StageError) as failed:
+            check_core_tables(con, settings, load_rules(), "r1")
+        recorded = con.execute("""SELECT expectation, success, element_count, unexpected_count FROM ops.validations
+                                  WHERE suite = 'customers_core' ORDER BY ALL""").fetchall()
+    finally:
+        con.close()
+    assert f"customers_core: expect_column_values_to_be_unique on customer_id failed (2 rows, e.g. ['{first}'" \
+        in str(failed.value)
+    assert recorded == [("expect_column_values_to_be_unique", False, 4, 2),  # one row per expectation
+                        ("expect_column_values_to_not_be_null", True, 4, 0)]
+
+
+def test_a_share_allowed_to_fail_is_judged_on_the_whole_batch_not_each_slice():
+    from warehouse.quality import merge_summaries
+
+    def linked(success, elements, unexpected):
+        return {"expectation": "expect_column_values_to_not_be_null", "column": "customer_id", "success": success,
+                "element_count": elements, "unexpected_count": unexpected, "mostly": 0.99, "meta": {}}
+
+    def amount(success):
+        return {"expectation": "expect_column_values_to_be_between", "column": "amount", "success": success,
+                "element_count": 100, "unexpected_count": 0 if success else 1, "meta": {}}
+
+    assert [s["success"] for s in merge_summaries([[linked(False, 100, 2), amount(True)],
+                                                   [linked(True, 900, 0), amount(False)]])] == [True, False]
+    assert not merge_summaries([[linked(True, 1000, 9)], [linked(False, 100, 3)]])[0]["success"]  # 12 of 1100
+
+
 @pytest.mark.parametrize("part_bytes,slice_rows", [(128 << 20, 1_000_000), (400, 3)],
                          ids=["whole file", "landed in parts, validated in slices"])
 def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, part_bytes, slice_rows):
