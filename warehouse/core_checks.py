@@ -126,9 +126,7 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
 def _repeated_keys(con: duckdb.DuckDBPyConnection, query: str, parameters: list,
                    columns: list[str]) -> tuple[int, list[str]]:
     """Rows of the query whose key (every part present) another row has, and up to three such keys."""
-    keys = ", ".join(dialect.quote_identifier(c) for c in columns)
-    present = " AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)
-    shown = " || '|' || ".join(f"CAST({dialect.quote_identifier(c)} AS VARCHAR)" for c in columns)
+    keys, present, shown = dialect.key_sql(columns)
     rows, sample = con.execute(f"""SELECT coalesce(sum(n), 0)::BIGINT, coalesce(list(key)[1:3], [])
                                    FROM (SELECT {shown} AS key, count(*) AS n FROM ({query})
                                          WHERE {present} GROUP BY {keys} HAVING count(*) > 1)""",

@@ -35,6 +35,14 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def key_sql(columns: list[str]) -> tuple[str, str, str]:
+    """A key of one or more columns in SQL: the column list (for GROUP BY or PARTITION BY), the
+    condition that every part is present, and the key shown as text (``a|b``)."""
+    quoted = [quote_identifier(c) for c in columns]
+    return (", ".join(quoted), " AND ".join(f"{q} IS NOT NULL" for q in quoted),
+            " || '|' || ".join(f"CAST({q} AS VARCHAR)" for q in quoted))
+
+
 def is_in(column_sql: str, values: list[str] | tuple[str, ...], negate: bool = False) -> str:
     """``column IN ('a', 'b')`` (or NOT IN); an empty list is FALSE (or TRUE), never ``IN (NULL)``."""
     if not values:

@@ -52,9 +52,9 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
     row's ``_row`` and ``source_record_id``)."""
     validations, findings = [], []
     for r in results.results:
-        columns = expectation_columns(r.expectation_config.kwargs)
-        kind, column = r.expectation_config.type, ",".join(columns) or None
         validations.append(summary(r))
+        kind, column = validations[-1]["expectation"], validations[-1]["column"]
+        columns = expectation_columns(r.expectation_config.kwargs)
         items = r.result.get("unexpected_index_list") or []
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
@@ -86,10 +86,8 @@ def _duplicates_across_slices(con: duckdb.DuckDBPyConnection, raw: str, suite) -
         if kind not in UNIQUENESS:
             continue
         columns = expectation_columns(e.configuration.kwargs)
-        keys = ", ".join(dialect.quote_identifier(c) for c in columns)
-        shown = " || '|' || ".join(f"CAST({dialect.quote_identifier(c)} AS VARCHAR)" for c in columns)
+        keys, present, shown = dialect.key_sql(columns)
         rows = f"read_parquet({dialect.quote(raw)}, file_row_number = true)"
-        present = " AND ".join(f"{dialect.quote_identifier(c)} IS NOT NULL" for c in columns)
         for rid, row, record_id, value in con.execute(f"""
                 WITH repeated AS (SELECT {keys} FROM {rows} WHERE {present} GROUP BY ALL HAVING count(*) > 1)
                 SELECT _rid, _row, source_record_id, {shown} FROM (
