@@ -5,7 +5,7 @@ bookkeeping (no manifest, no quarantine, no history), in one DuckDB file.  ``flo
 as_of, scratch)`` returns ``{stage: seconds}`` for the stages of the nightly flow:
 
 - land: every export into Parquet (JSON Lines and CSV read by DuckDB; GBK decoded by Python
-  first, DuckDB cannot; the XLSX read with openpyxl);
+  first, DuckDB cannot; the XLSX read with python-calamine);
 - validate: per table one query counting the rows that break the same kinds of rule (a key
   or time missing or unparsable, a negative or non-numeric amount, a future time, a key twice);
 - stage: the newest row per key, times parsed, amounts cast;
@@ -26,9 +26,9 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from python_calamine import CalamineWorkbook
 
 TIMESTAMP_FORMATS = {"store": "%Y/%m/%d %H:%M", "marketplace": "%Y-%m-%d %H:%M:%S"}
 
@@ -40,8 +40,8 @@ def _land(con: duckdb.DuckDBPyConnection, inbox: Path, lake: Path) -> None:
         if path.suffix == ".jsonl":
             source = f"read_json('{path}', format = 'newline_delimited')"
         elif path.suffix == ".xlsx":
-            rows = list(openpyxl.load_workbook(path, read_only=True).active.iter_rows(values_only=True))
-            table = pa.table({str(h): pa.array([None if r[i] is None else str(r[i]) for r in rows[1:]], pa.string())
+            rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0).to_python()
+            table = pa.table({str(h): pa.array([None if r[i] in (None, "") else str(r[i]) for r in rows[1:]], pa.string())
                               for i, h in enumerate(rows[0])})
             pq.write_table(table, out)
             continue

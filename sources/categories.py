@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sources.sdk import relabel
+
 CHINESE_LABELS = {"服饰": "apparel", "美妆": "beauty", "食品": "food", "家居": "home", "数码": "digital"}
 
 
 def canonical_category(raw: pd.Series) -> pd.Series:
     """Map Chinese labels to codes; unknown labels pass through unchanged (kept, not lost)."""
-    text = raw.astype("string").str.strip()
-    return text.map(lambda v: CHINESE_LABELS.get(v, v) if isinstance(v, str) else None).astype("object")
+    return relabel(raw.astype("string").str.strip(), CHINESE_LABELS)

@@ -23,23 +23,39 @@ if TYPE_CHECKING:
     from sources.parts import Part
 
 
-def _read_clean(raw: bytes, first_line: int) -> pd.DataFrame | None:
+# Field types are inferred on the first lines of a part, so the whole part is parsed once.
+_PREFIX_BYTES = 1 << 20
+
+
+def _parse(raw: bytes, as_text: list[str]) -> pa.Table:
+    schema = pa.schema([(name, pa.string()) for name in as_text])
+    return pa_json.read_json(pa.py_buffer(raw), parse_options=pa_json.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer"))
+
+
+def _timestamp_fields(table: pa.Table) -> list[str]:
+    return [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+
+
+def _read_clean(raw: bytes, first_line: int, lines: int) -> pd.DataFrame | None:
     """The records if pyarrow reads every line as an object, else None."""
-    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
     try:
-        inferred = pa_json.read_json(pa.py_buffer(raw))
-        # pyarrow turns ISO 8601 text into timestamps; read those fields again as the text they are.
-        as_text = pa.schema([(f.name, pa.string()) for f in inferred.schema if pa.types.is_timestamp(f.type)])
-        table = inferred if not len(as_text) else pa_json.read_json(
-            pa.py_buffer(raw), parse_options=pa_json.ParseOptions(explicit_schema=as_text,
-                                                                 unexpected_field_behavior="infer"))
+        # pyarrow turns ISO 8601 text into timestamps; those fields are read as the text they are.
+        cut = raw.rfind(b"\n", 0, _PREFIX_BYTES) + 1 if len(raw) > _PREFIX_BYTES else len(raw)
+        prefix = pa_json.read_json(pa.py_buffer(raw[:cut or len(raw)]))
+        as_text = _timestamp_fields(prefix)
+        table = _parse(raw, as_text)
+        later = _timestamp_fields(table)  # first seen after the prefix
+        if later:
+            table = _parse(raw, as_text + later)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != lines:  # pyarrow skips blank lines; the line numbers would be wrong
         return None
     if "timestamp" in str(table.schema):  # ISO text inside a nested value: keep it text too
         return None
-    frame = table.select(inferred.schema.names).to_pandas(integer_object_nulls=True)
+    in_file_order = list(dict.fromkeys([*prefix.column_names, *table.column_names]))
+    frame = table.select(in_file_order).to_pandas(integer_object_nulls=True)
     frame["_row"] = range(first_line, first_line + len(frame))
     return frame
 
@@ -72,8 +88,10 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None) ->
     problem says so; validation then quarantines it with its line number.
     """
     raw, first_line, offset = (part.data, part.first_line, part.offset) if part else (path.read_bytes(), 1, 0)
-    if encoding.replace("-", "").lower() == "utf8" and raw.strip():
-        frame = _read_clean(raw.removeprefix(b"\xef\xbb\xbf"), first_line)
+    if encoding.replace("-", "").lower() == "utf8" and raw and not raw.isspace():
+        raw = raw.removeprefix(b"\xef\xbb\xbf")
+        lines = part.rows if part else raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+        frame = _read_clean(raw, first_line, lines)
         if frame is not None:
             return frame, pd.Series([None] * len(frame), dtype="object")
     try:

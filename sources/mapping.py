@@ -38,7 +38,7 @@ from sources.entities import ENTITIES
 from sources.errors import MappingError
 from sources.sdk import (CONTRACT_MODES, Connector, FileReader, ReadContext, RowErrors, Stream, clean_text,
                          enforce_contract, parse_date, parse_flag, parse_number, parse_timestamp, read_export,
-                         to_entity_table)
+                         relabel, to_entity_table)
 
 MAPPING_FILE = "mapping.yaml"
 FORMATS = ("csv", "xlsx", "jsonl")
@@ -73,7 +73,7 @@ class ColumnRule:
             separator, part = self.split
             text = text.map(lambda v: _part(v, separator, part))
         if self.map:
-            text = text.map(lambda v: self.map.get(v, v) if isinstance(v, str) else v)
+            text = relabel(text, self.map)
         label = "+".join(self.sources)
         if self.parse == "timestamp":
             zone = ctx.timezone if self.timezone == "local" else self.timezone

@@ -23,7 +23,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -41,6 +43,7 @@ from sources.parts import Part, csv_parts, jsonl_parts
 
 ENTRY_POINT_GROUP = "tagwright.sources"
 CONTRACT_MODES = ("evolve", "freeze", "discard_row")
+PARTS_AHEAD = 2  # parts of a large file being read at once (one core each)
 
 
 @dataclass(frozen=True)
@@ -133,21 +136,40 @@ class Connector:
 
     def read_in_parts(self, path: Path, ctx: ReadContext, part_bytes: int):
         """``read``, one part of the file at a time when every reader of it reads in parts and
-        the file is larger than ``part_bytes``; else the whole file at once."""
+        the file is larger than ``part_bytes``; else the whole file at once.  The next part is
+        read on a second thread while the caller writes this one (Arrow and pandas release the
+        GIL for most of it), so readers must not share mutable state between calls."""
         parts = self._parts(path, part_bytes)
         if parts is None:
             yield self.read(path, ctx)
             return
-        for part in parts:
-            tables = self.read(path, replace(ctx, part=part))
-            for entity, table in tables.items():
-                rows = table.column("_row")
-                if len(rows) and (pa.compute.min(rows).as_py() < part.first_line
-                                  or pa.compute.max(rows).as_py() > part.last_line):
-                    raise SourceError(path, f"connector {self.name!r} read rows outside the part it was given "
-                                            f"(lines {part.first_line}-{part.last_line})",
-                                      fix="pass ctx.part to read_export, or leave in_parts off for this file")
-            yield tables
+        with ThreadPoolExecutor(max_workers=PARTS_AHEAD, thread_name_prefix=f"read-{self.name}") as pool:
+            pending: deque[tuple[Part, Future]] = deque()
+
+            def oldest() -> dict[str, pa.Table]:
+                part, future = pending.popleft()
+                return self._checked(path, part, future.result())
+
+            try:
+                for part in parts:
+                    pending.append((part, pool.submit(self.read, path, replace(ctx, part=part))))
+                    if len(pending) >= PARTS_AHEAD:
+                        yield oldest()
+                while pending:
+                    yield oldest()
+            finally:
+                for _, future in pending:  # the caller stopped early: read no further
+                    future.cancel()
+
+    def _checked(self, path: Path, part: Part, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        for entity, table in tables.items():
+            rows = table.column("_row")
+            if len(rows) and (pa.compute.min(rows).as_py() < part.first_line
+                              or pa.compute.max(rows).as_py() > part.last_line):
+                raise SourceError(path, f"connector {self.name!r} read rows outside the part it was given "
+                                        f"(lines {part.first_line}-{part.last_line})",
+                                  fix="pass ctx.part to read_export, or leave in_parts off for this file")
+        return tables
 
     def _parts(self, path: Path, part_bytes: int):
         specs = self.readers_for(path.name)
@@ -196,6 +218,9 @@ class RowErrors:
 
 
 def _present(raw: pd.Series) -> pd.Series:
+    """Values that are there: not NULL and, for text, not blank."""
+    if pd.api.types.is_numeric_dtype(raw.dtype):  # JSON numbers: no text to look at
+        return raw.notna()
     return raw.notna() & (raw.astype("string").str.strip() != "")
 
 
@@ -245,9 +270,21 @@ def parse_date(raw: pd.Series, field_name: str, errors: RowErrors, fmt: Formats 
 _MONEY_NOISE = r"[¥￥$,，\s]|RMB|CNY"
 
 
+def _as_numbers(raw: pd.Series) -> pd.Series:
+    """float64, NaN where a value is not a plain number.  Arrow text where every value is one
+    (the usual export) is cast by Arrow; anything else goes through pandas."""
+    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.storage == "pyarrow":
+        try:
+            cast = pa.compute.cast(pa.Array.from_pandas(raw), pa.float64())
+            return pd.Series(cast.to_numpy(zero_copy_only=False), index=raw.index)
+        except pa.ArrowInvalid:  # some value is not a plain number (" 12", "¥1,299.00")
+            pass
+    return pd.to_numeric(raw, errors="coerce").astype("float64")
+
+
 def parse_number(raw: pd.Series, field_name: str, errors: RowErrors) -> pd.Series:
     """Numbers, tolerating currency symbols and thousands separators (¥1,299.00)."""
-    parsed = pd.to_numeric(raw, errors="coerce").astype("float64")  # numbers and plain numeric text
+    parsed = _as_numbers(raw)  # numbers and plain numeric text
     present = _present(raw)
     noisy = present & parsed.isna()
     if noisy.any():  # only those values go through the symbol and separator clean-up
@@ -281,6 +318,14 @@ def clean_text(raw: pd.Series) -> pd.Series:
         text = text.where(~control, text.str.replace(_CONTROL, "", regex=True))
     text = text.str.strip()
     return text.mask(text == "")
+
+
+def relabel(text: pd.Series, labels: dict[str, str]) -> pd.Series:
+    """Values found in ``labels`` replaced by their label; every other value (and NULL) kept."""
+    values = pa.array(text, type=pa.large_string(), from_pandas=True)
+    found = pa.compute.index_in(values, value_set=pa.array(list(labels), pa.large_string()))
+    relabelled = pa.compute.coalesce(pa.array(list(labels.values()), pa.large_string()).take(found), values)
+    return relabelled.to_pandas().set_axis(text.index)
 
 
 def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None = None,
@@ -321,8 +366,8 @@ def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -
         if path.stat().st_size == 0:
             raise SourceError(path, "the file is empty", fix="re-deliver the export")
         try:
-            frame = pd.read_excel(path, dtype=str, engine="openpyxl")
-        except Exception as exc:  # openpyxl raises several kinds for a broken workbook
+            frame = pd.read_excel(path, dtype=str, engine="calamine")
+        except Exception as exc:  # calamine raises several kinds for a broken workbook
             raise SourceError(path, f"the workbook cannot be opened ({type(exc).__name__}: {exc})",
                               fix="re-export as .xlsx") from exc
         frame = frame.astype("object").where(frame.notna(), None)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from sources.categories import canonical_category
 from sources.sdk import (Connector, FileReader, ReadContext, Stream, clean_text, enforce_contract, parse_number,
-                         parse_timestamp, read_export, to_entity_table)
+                         parse_timestamp, read_export, relabel, to_entity_table)
 
 ENCODING = "utf-8-sig"
 COLUMNS = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
@@ -34,7 +34,7 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
         "city": clean_text(raw["收货城市"]),
         "ordered_at": parse_timestamp(raw["下单时间"], "下单时间", errors, fmt="%Y-%m-%d %H:%M:%S", tz=ctx.timezone),
         "amount": parse_number(raw["实付金额"], "实付金额", errors),
-        "status": clean_text(raw["订单状态"]).map(lambda s: STATUS.get(s, s) if isinstance(s, str) else None),
+        "status": relabel(clean_text(raw["订单状态"]), STATUS),
         "sku": clean_text(raw["商品编码"]),
         "category": canonical_category(raw["商品类目"]),
         "quantity": parse_number(raw["购买数量"], "购买数量", errors),
