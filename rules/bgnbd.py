@@ -68,8 +68,15 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, counts: np.ndarray 
     # The mean over customers, not the sum: the tolerances below are then relative to one
     # customer's likelihood, whatever the size of the customer base.
     shares = weights / weights.sum()
-    result = minimize(_negative_log_likelihood, start, args=(xs, txs, Ts, shares, x_values, x_index),
-                      method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
+    args = (xs, txs, Ts, shares, x_values, x_index)
+    # L-BFGS-B (numerical gradient) needs about a fifth of the likelihood evaluations
+    # Nelder-Mead does (190 against 1,040 at 800k customers); Nelder-Mead, slower but
+    # derivative-free, takes over from where it stopped if it does not converge.
+    result = minimize(_negative_log_likelihood, start, args=args, method="L-BFGS-B",
+                      options={"ftol": 1e-15, "gtol": 1e-10})
+    if not result.success:
+        result = minimize(_negative_log_likelihood, result.x, args=args, method="Nelder-Mead",
+                          options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20000})
     if not result.success:  # the best point found is still used; say so
         log.warning("BG/NBD fit did not converge on %.0f customers: %s", weights.sum(), result.message)
     r, alpha, a, b = (float(v) for v in np.exp(result.x))
