@@ -98,6 +98,14 @@ def default_as_of(settings: Settings) -> date:
     return datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
 
 
+def _use_the_system_allocator() -> None:
+    """Arrow allocates with glibc, as pandas and numpy do, so _give_back_memory's malloc_trim
+    returns what a stage freed.  With Arrow's default (mimalloc), memory Arrow used on
+    landing's reader threads stayed with the process: at 1M customers validation then peaked
+    at 2,977 MiB, against 2,231 MiB with glibc (2,457 with jemalloc), landing as fast."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _give_back_memory() -> None:
     """Return what a stage freed to the operating system: glibc and Arrow keep freed memory
     for reuse, and the next stage's DuckDB (up to its memory limit) would sit on top of it."""
@@ -128,6 +136,7 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     the lake and lands every inbox file again (customer ids and tag history are kept).
     """
     logger = get_run_logger()
+    _use_the_system_allocator()
     settings = Settings.from_env()
     day = date.fromisoformat(as_of) if as_of else default_as_of(settings)
     rules = load_rules()
