@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
 from sources.errors import SourceError
-
-if TYPE_CHECKING:
-    from sources.parts import Part
+from sources.parts import Part, line_count
 
 
 # Field types are inferred on the first lines of a part, so the whole part is parsed once.
@@ -41,10 +38,10 @@ def _read_clean(raw: bytes, first_line: int, lines: int) -> pd.DataFrame | None:
     """The records if pyarrow reads every line as an object, else None."""
     try:
         # pyarrow turns ISO 8601 text into timestamps; those fields are read as the text they are.
-        cut = raw.rfind(b"\n", 0, _PREFIX_BYTES) + 1 if len(raw) > _PREFIX_BYTES else len(raw)
-        prefix = pa_json.read_json(pa.py_buffer(raw[:cut or len(raw)]))
+        cut = raw.rfind(b"\n", 0, _PREFIX_BYTES) + 1 if len(raw) > _PREFIX_BYTES else 0
+        prefix = pa_json.read_json(pa.py_buffer(raw[:cut] if cut else raw))
         as_text = _timestamp_fields(prefix)
-        table = _parse(raw, as_text)
+        table = prefix if not cut and not as_text else _parse(raw, as_text)  # a small part: read once
         later = _timestamp_fields(table)  # first seen after the prefix
         if later:
             table = _parse(raw, as_text + later)
@@ -90,7 +87,7 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None) ->
     raw, first_line, offset = (part.data, part.first_line, part.offset) if part else (path.read_bytes(), 1, 0)
     if encoding.replace("-", "").lower() == "utf8" and raw and not raw.isspace():
         raw = raw.removeprefix(b"\xef\xbb\xbf")
-        lines = part.rows if part else raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+        lines = part.rows if part else line_count(raw)
         frame = _read_clean(raw, first_line, lines)
         if frame is not None:
             return frame, pd.Series([None] * len(frame), dtype="object")

@@ -41,6 +41,11 @@ class Part:
         return self.first_line + self.rows - 1
 
 
+def line_count(data: bytes) -> int:
+    """Lines in the bytes, the last one counted even without its newline."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
 def jsonl_parts(path: Path, part_bytes: int) -> Iterator[Part]:
     """The file as Parts of about ``part_bytes`` each, cut after a newline."""
     size = path.stat().st_size
@@ -51,7 +56,7 @@ def jsonl_parts(path: Path, part_bytes: int) -> Iterator[Part]:
             if not data:
                 return
             data += f.readline()
-            lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            lines = line_count(data)
             yield Part(first_line, lines, offset=offset, data=data, last=offset + len(data) >= size)
             offset += len(data)
             first_line += lines

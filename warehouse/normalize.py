@@ -14,6 +14,7 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
+SEPARATORS = r"[\s\-().]"  # what exports put between a phone's digits
 MASKED_PHONE = re.compile(r"^\s*(?:\+?86)?\s*(?P<head>1\d{2})\*{4}(?P<tail>\d{4})\s*$")
 
 
@@ -49,7 +50,7 @@ _CN_MOBILE = (_full_match(_CN.general_desc.national_number_pattern), _full_match
 def _plain_mobiles(raw: pa.Array) -> pa.Array:
     """The national number of each value that is a valid Chinese mobile written plainly (11
     digits, maybe after 86 or +86, spaces, dashes, dots and brackets ignored), else NULL."""
-    digits = pc.replace_substring_regex(raw, r"[\s\-().]", "")
+    digits = pc.replace_substring_regex(raw, SEPARATORS, "")
     national = pc.struct_field(pc.extract_regex(digits, r"^(?:\+?86)?(?P<national>1\d{10})$"), [0])
     valid = pc.and_(*(pc.match_substring_regex(national, pattern) for pattern in _CN_MOBILE))
     return pc.if_else(pc.fill_null(valid, False), national, pa.scalar(None, pa.string()))
@@ -60,7 +61,7 @@ def _phone_key(raw: str, region: str) -> tuple[str | None, str | None]:
     m = MASKED_PHONE.match(raw)
     if m:
         return None, f"{m.group(1)}****{m.group(2)}"
-    digits = re.sub(r"[\s\-().]", "", raw)
+    digits = re.sub(SEPARATORS, "", raw)
     if digits.startswith("86") and len(digits) == 13:
         digits = "+" + digits
     try:
