@@ -70,7 +70,9 @@ def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules:
     quality = QualityContext(settings, run_id)
     checks = {  # suite: (the rows it checks, the query's parameters, extra expectations)
         "customers_core": ("SELECT customer_id FROM identity.golden", [], []),
-        "orders_core": ("""SELECT o.source, o.order_id, m.customer_id, o.amount FROM stage.orders o
+        # amount as DOUBLE: GX compares a DECIMAL column (Python objects) one value at a time.
+        "orders_core": ("""SELECT o.source, o.order_id, m.customer_id, CAST(o.amount AS DOUBLE) AS amount
+                           FROM stage.orders o
                            LEFT JOIN identity.node_customer m USING (source, source_customer_id)""", [], []),
         "customer_tags_core": ("""SELECT tag, value, count(*) AS rows, count(DISTINCT customer_id) AS customers
                                   FROM tags.customer_tags GROUP BY ALL""", [], _tag_expectations(rules)),

@@ -12,10 +12,16 @@
 - order lines: the lines of that newest load of their kept order;
 - events: one per (source, event_id);
 - interactions (service tickets, complaints, returns): one per (source, interaction_id).
+
+Events and interactions (the largest tables) are staged incrementally: a night that adds files
+merges only those (``stage.staged_files`` records what each table was built from); a night
+that changed or removed a file builds them from the whole lake again.  Either way the table is
+the one a build from the whole lake gives.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,7 @@ END"""
 class StageResult:
     rows: dict[str, int] = field(default_factory=dict)
     order_copies: int = 0  # orders set aside as another source's copy of an order
+    incremental: dict[str, str] = field(default_factory=dict)  # table: kept | merged | rebuilt
 
     @property
     def row_count(self) -> int:
@@ -106,16 +113,67 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
         ORDER BY r.source, r.source_customer_id""")
 
 
+def _newest_sql(relation: str, key: str, columns: str) -> str:
+    """One row per (source, key) of ``relation``: the version from the newest load (a re-export
+    carries the latest state), the last row of that file on a tie."""
+    return f"""
+        SELECT source, {key}, {columns}, _file, _row, _load_id
+        FROM {relation}
+        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1"""
+
+
 def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str, key: str,
                   columns: str) -> None:
-    """``stage.<table>``: one row per (source, key), the version from the newest load (a re-export
-    carries the latest state), the last row of that file on a tie."""
+    """``stage.<table>``: one row per (source, key), the version from the newest load, from the
+    whole validated lake."""
     lake = _register_lake(con, settings, entity)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE stage.{table} AS
-        SELECT source, {key}, {columns}, _file, _row, _load_id
-        FROM {lake}
-        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1""")
+    con.execute(f"CREATE OR REPLACE TABLE stage.{table} AS {_newest_sql(lake, key, columns)}")
+
+
+def _lake_files(settings: Settings, entity: str) -> dict[str, tuple[int, int]]:
+    """The entity's validated Parquet files: path -> (bytes, modified ns)."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in _valid_files(settings, entity)}
+
+
+def _stage_newest_incrementally(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str,
+                                key: str, columns: str) -> str:
+    """``stage.<table>`` as :func:`_stage_newest` builds it, reading only what changed in the lake
+    since it was last staged (recorded in ``stage.staged_files``):
+
+    - no file added, changed or removed: the table is kept (``"kept"``);
+    - files only added, all from loads newer than every staged row: their newest rows replace
+      the staged rows of the same key (``"merged"``; a newer load wins, as in a full build);
+    - anything else (a full rebuild's new lake, an erasure rewriting a file, a new definition of
+      the table in this code): the table is built from the whole lake (``"rebuilt"``).
+    """
+    definition = hashlib.sha256(_newest_sql("lake", key, columns).encode()).hexdigest()[:16]
+    now = _lake_files(settings, entity)
+    staged = {path: (size, modified) for path, size, modified in con.execute(
+        "SELECT path, bytes, modified_ns FROM stage.staged_files WHERE \"table\" = ? AND definition = ?",
+        [table, definition]).fetchall()}
+    added = sorted(set(now) - set(staged))
+    unchanged = bool(staged) and all(now.get(path) == state for path, state in staged.items())
+    how = "rebuilt"
+    if unchanged and not added:
+        how = "kept"
+    elif unchanged:
+        arriving = f"{table}_arriving"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {arriving} AS "
+                    f"{_newest_sql(dialect.read_parquet([Path(p) for p in added]), key, columns)}")
+        newer = con.execute(f"SELECT coalesce((SELECT min(_load_id) FROM {arriving}) > "
+                            f"(SELECT max(_load_id) FROM stage.{table}), true)").fetchone()[0]
+        if newer:
+            con.execute(f"""DELETE FROM stage.{table} WHERE (source, {key}) IN (SELECT source, {key} FROM {arriving});
+                            INSERT INTO stage.{table} SELECT * FROM {arriving}""")
+            how = "merged"
+        con.execute(f"DROP TABLE {arriving}")
+    if how == "rebuilt":
+        _stage_newest(con, settings, entity, table, key, columns)
+    con.execute("DELETE FROM stage.staged_files WHERE \"table\" = ?", [table])
+    if now:
+        con.executemany("INSERT INTO stage.staged_files VALUES (?, ?, ?, ?, ?)",
+                        [(table, definition, path, size, modified) for path, (size, modified) in sorted(now.items())])
+    return how
 
 
 def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
@@ -131,7 +189,7 @@ def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         FROM {lines}
         SEMI JOIN stage.orders USING (source, order_id)
         QUALIFY _load_id = max(_load_id) OVER (PARTITION BY source, order_id)
-            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _row DESC) = 1""")
+            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _load_id DESC, _row DESC) = 1""")
 
 
 def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
@@ -155,17 +213,19 @@ def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
-    """Rebuild the staging tables from the whole validated lake (idempotent)."""
+    """The staging tables from the whole validated lake (idempotent).  Events and interactions,
+    the largest, read only the files added since they were last staged."""
+    result = StageResult()
     con.execute("BEGIN")
     _stage_customer_records(con, settings)
     _stage_orders(con, settings)
     failpoint("stage")
-    _stage_newest(con, settings, "event", "events", "event_id",
-                  "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
-    _stage_newest(con, settings, "interaction", "interactions", "interaction_id",
-                  "source_customer_id, channel, kind, occurred_at, rating, text, attributes")
+    result.incremental["events"] = _stage_newest_incrementally(
+        con, settings, "event", "events", "event_id", "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
+    result.incremental["interactions"] = _stage_newest_incrementally(
+        con, settings, "interaction", "interactions", "interaction_id",
+        "source_customer_id, channel, kind, occurred_at, rating, text, attributes")
     con.execute("COMMIT")
-    result = StageResult()
     for table in ("customer_records", "orders", "order_lines", "events", "interactions"):
         result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchall()[0][0]
     result.order_copies = con.execute("SELECT count(*) FROM stage.order_copies").fetchall()[0][0]
