@@ -182,14 +182,18 @@ def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
                   "channel, store_id, origin_source, origin_order_id, attributes")
     _drop_cross_source_copies(con)
     lines = _register_lake(con, settings, "order_line")
+    # Per kept order, the lines of its newest load, one per line_no (the last row of that file).
+    # Both windows share one partition (one pass): in (line_no, newest load, last row) order the
+    # first row of each line_no is its newest version, kept if it is of the order's newest load.
     con.execute(f"""
         CREATE OR REPLACE TABLE stage.order_lines AS
         SELECT source, order_id, line_no, sku, category, quantity,
                CAST(unit_price AS DECIMAL(18, 2)) AS unit_price, attributes, _file, _row, _load_id
-        FROM {lines}
-        SEMI JOIN stage.orders USING (source, order_id)
-        QUALIFY _load_id = max(_load_id) OVER (PARTITION BY source, order_id)
-            AND row_number() OVER (PARTITION BY source, order_id, line_no ORDER BY _load_id DESC, _row DESC) = 1""")
+        FROM (SELECT *, max(_load_id) OVER (PARTITION BY source, order_id) AS order_load,
+                     lag(line_no) OVER (PARTITION BY source, order_id ORDER BY line_no, _load_id DESC, _row DESC)
+                         AS line_before
+              FROM {lines} SEMI JOIN stage.orders USING (source, order_id))
+        WHERE _load_id = order_load AND line_before IS DISTINCT FROM line_no""")
 
 
 def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
