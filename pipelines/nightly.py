@@ -150,7 +150,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
                 _in_work_db(settings, lambda con: forget_lake(con, settings))
             landed = _timed(record, "land", lambda: land_task(settings, run_id))
             validated = _timed(record, "validate", lambda: validate_task(settings, run_id))
-            _timed(record, "stage", lambda: stage_task(settings))
+            staged = _timed(record, "stage", lambda: stage_task(settings))
+            logger.info("staged incrementally: %s (kept: no new file; merged: new files only; rebuilt: whole lake)",
+                        ", ".join(f"{table} {how}" for table, how in staged.incremental.items()))
             identity = _timed(record, "resolve_identities", lambda: identity_task(settings, run_id))
             logger.info("identity: %d source customers -> %d customers; merged by link kind: %s; %d pairs for review",
                         identity.source_customers, identity.customers,

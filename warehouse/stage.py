@@ -225,7 +225,8 @@ def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
     _stage_orders(con, settings)
     failpoint("stage")
     result.incremental["events"] = _stage_newest_incrementally(
-        con, settings, "event", "events", "event_id", "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
+        con, settings, "event", "events", "event_id",
+        "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
     result.incremental["interactions"] = _stage_newest_incrementally(
         con, settings, "interaction", "interactions", "interaction_id",
         "source_customer_id, channel, kind, occurred_at, rating, text, attributes")
