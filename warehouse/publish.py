@@ -138,32 +138,33 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
         SELECT customer_id, tag, value, valid_from,
                CASE WHEN valid_to >= {day} THEN NULL ELSE valid_to END AS valid_to
         FROM ({prev_history}) WHERE valid_from < {day}""")
-    # Yesterday's open rows against today's tags, joined once for both history and changes.
-    con.execute("""
-        CREATE TEMP TABLE compared AS
-        SELECT coalesce(o.customer_id, t.customer_id) AS customer_id, coalesce(o.tag, t.tag) AS tag,
-               o.value AS old_value, o.valid_from, t.value AS new_value,
-               o.customer_id IS NOT NULL AS was_open, t.customer_id IS NOT NULL AS is_now,
-               NOT (was_open AND is_now AND o.value IS NOT DISTINCT FROM t.value) AS changed
-        FROM (SELECT * FROM before_today WHERE valid_to IS NULL) o
-        FULL JOIN analytics.customer_tags t USING (customer_id, tag)""")
     con.execute(f"""
         CREATE TABLE analytics.tag_history AS
+        WITH open_rows AS (SELECT * FROM before_today WHERE valid_to IS NULL),
+             today AS (SELECT customer_id, tag, value FROM analytics.customer_tags)
         SELECT * FROM before_today WHERE valid_to IS NOT NULL
         UNION ALL
-        SELECT customer_id, tag, old_value, valid_from, CASE WHEN changed THEN {day} END FROM compared WHERE was_open
+        SELECT o.customer_id, o.tag, o.value, o.valid_from,
+               CASE WHEN t.value IS NOT DISTINCT FROM o.value THEN NULL ELSE {day} END
+        FROM open_rows o LEFT JOIN today t USING (customer_id, tag)
         UNION ALL
-        SELECT customer_id, tag, new_value, {day}, NULL FROM compared WHERE is_now AND changed
+        SELECT t.customer_id, t.tag, t.value, {day}, NULL
+        FROM today t LEFT JOIN open_rows o USING (customer_id, tag)
+        WHERE o.value IS DISTINCT FROM t.value
         ORDER BY 1, 2, 4""")
     prev_changes = ("SELECT * FROM prev.analytics.tag_changes" if previous else
                     "SELECT NULL::DATE as_of, NULL::VARCHAR customer_id, NULL::VARCHAR tag,"
                     " NULL::VARCHAR old_value, NULL::VARCHAR new_value WHERE false")
-    # The earlier days are carried in their published order (as_of, customer_id, tag); only
-    # as_of's changes, which come after them, are sorted.
+    # The earlier days are carried in their published order (as_of, customer_id, tag).  as_of's
+    # changes are the history rows it closed and opened (carried rows end before as_of and start
+    # before it): a join of those few rows, not of all open rows with all of today's tags.
     con.execute(f"CREATE TABLE analytics.tag_changes AS SELECT * FROM ({prev_changes}) WHERE as_of < {day}")
     con.execute(f"""
         INSERT INTO analytics.tag_changes
-        SELECT {day}, customer_id, tag, old_value, new_value FROM compared WHERE changed ORDER BY 2, 3""")
+        SELECT {day}, coalesce(o.customer_id, n.customer_id), coalesce(o.tag, n.tag), o.value, n.value
+        FROM (SELECT * FROM analytics.tag_history WHERE valid_to = {day}) o
+        FULL JOIN (SELECT * FROM analytics.tag_history WHERE valid_from = {day}) n USING (customer_id, tag)
+        ORDER BY 2, 3""")
     prev_stats = ("SELECT * FROM prev.analytics.tag_stats" if previous else
                   "SELECT NULL::DATE as_of, NULL::VARCHAR tag, NULL::VARCHAR value, NULL::BIGINT customers,"
                   " NULL::DOUBLE coverage WHERE false")
