@@ -157,7 +157,7 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
                     " NULL::VARCHAR old_value, NULL::VARCHAR new_value WHERE false")
     # The earlier days are carried in their published order (as_of, customer_id, tag).  as_of's
     # changes are the history rows it closed and opened (carried rows end before as_of and start
-    # before it): a join of those few rows, not of all open rows with all of today's tags.
+    # before it): a join of those rows only, not of all open rows with all of today's tags.
     con.execute(f"CREATE TABLE analytics.tag_changes AS SELECT * FROM ({prev_changes}) WHERE as_of < {day}")
     con.execute(f"""
         INSERT INTO analytics.tag_changes
