@@ -132,7 +132,11 @@ def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: st
 
 def _lake_files(settings: Settings, entity: str) -> dict[str, tuple[int, int]]:
     """The entity's validated Parquet files: path -> (bytes, modified ns)."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in _valid_files(settings, entity)}
+    files = {}
+    for path in _valid_files(settings, entity):
+        stat = path.stat()
+        files[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return files
 
 
 def _stage_newest_incrementally(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str,

@@ -83,11 +83,9 @@ def test_a_reexported_order_keeps_its_lines_from_the_newest_file(settings):
     write_marketplace_orders(settings.inbox, buyers, "orders_20250101.csv")
     write_marketplace_orders(settings.inbox, [{**buyers[2], "订单编号": "T000000003", "子订单编号": "T000000003-1",
                                                "订单状态": "退款成功"}], "orders_20250102.csv")
+    _night(settings, "r1")
     con = open_work_db(settings)
     try:
-        land(con, settings, "r1")
-        validate(con, settings, "r1")
-        stage(con, settings)
         lines = con.execute("SELECT order_id, _file FROM stage.order_lines ORDER BY ALL").fetchall()
     finally:
         con.close()
