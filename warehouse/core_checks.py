@@ -27,7 +27,8 @@ from rules.kinds import Manual
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.errors import StageError
-from warehouse.quality import UNIQUENESS, QualityContext, merge_summaries, summary
+from warehouse.quality import (QualityContext, expectation_columns, key_expectations, key_summary, merge_summaries,
+                               summary)
 from warehouse.settings import Settings
 
 WARN_ONLY = ("coverage",)
@@ -104,7 +105,7 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
                         parameters: list, slice_rows: int) -> list[dict]:
     """GX validation of the query's rows ``slice_rows`` at a time, so memory stays bounded at
     any size: one summary per expectation.  GX sees one slice at a time, so when there are
-    several, uniqueness is judged in SQL over all the rows."""
+    several, uniqueness is judged in SQL over all the rows instead."""
     per_slice, offset, sliced = [], 0, False
     with con.cursor() as reading:  # its own connection: the stream stays open while GX works
         reader = reading.sql(query, params=parameters or None).to_arrow_reader(slice_rows)
@@ -114,15 +115,15 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
             following = next(slices, None)
             sliced = sliced or following is not None
             name = f"{table} rows {offset + 1}-{offset + rows.num_rows}" if sliced else table
-            per_slice.append([summary(r) for r in quality.validate(suite, name, rows.to_pandas()).results])
+            checked = quality.per_slice(suite) if sliced else suite
+            per_slice.append([summary(r) for r in quality.validate(checked, name, rows.to_pandas()).results])
             offset, rows = offset + rows.num_rows, following
-    summaries = merge_summaries(per_slice)
     if sliced:
-        for s in summaries:
-            if s["expectation"] in UNIQUENESS:
-                s["unexpected_count"], s["sample"] = _repeated_keys(con, query, parameters, s["column"].split(","))
-                s["success"] = s["unexpected_count"] == 0
-    return summaries
+        for expectation in key_expectations(suite):
+            unexpected, sample = _repeated_keys(con, query, parameters,
+                                                expectation_columns(expectation.configuration.kwargs))
+            per_slice.append([key_summary(expectation, offset, unexpected, sample)])
+    return merge_summaries(per_slice)
 
 
 def _repeated_keys(con: duckdb.DuckDBPyConnection, query: str, parameters: list,

@@ -86,6 +86,7 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                     load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed", 0,
                                       lake_path=str(lake_path))
                     lake_path.parent.mkdir(parents=True, exist_ok=True)
+                    lake_path.unlink(missing_ok=True)  # never write through a link to a validated file
                     loads[entity] = (load_id, lake_path, pq.ParquetWriter(lake_path, lake_schema(table.schema)))
                     rows[entity] = 0
                 load_id, _, writer = loads[entity]

@@ -87,6 +87,25 @@ class QualityContext:
             suite.add_expectation(expectation)
         return suite
 
+    def per_slice(self, suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
+        """``suite`` without its uniqueness expectations, for the slices of a batch too large to
+        give GX whole: GX would see a repeated key only within one slice, so the caller checks
+        keys in SQL over the whole batch (:func:`key_summary`).  Saved as ``<suite>_per_slice``,
+        the name Data Docs show for those slices."""
+        name = f"{suite.name}_per_slice"
+        try:
+            return self.context.suites.get(name)
+        except gx.exceptions.DataContextError:
+            derived = self.context.suites.add(gx.ExpectationSuite(
+                name=name, meta={"notes": f"{suite.name} for one slice of a large batch; its keys are checked"
+                                          " over the whole batch in SQL (ops.validations)"}))
+        for expectation in suite.expectations:
+            if expectation.configuration.type not in UNIQUENESS:
+                copied = expectation.configuration.to_domain_obj()
+                copied.id = None  # a copy, not the suite's own expectation
+                derived.add_expectation(copied)
+        return derived
+
     def validate(self, suite: gx.ExpectationSuite, batch: str, frame: pd.DataFrame, index_column: str | None = None,
                  **parameters):
         """Validate ``frame`` as the batch named ``batch`` (a file, a table); results are stored.
@@ -135,12 +154,27 @@ def expectation_columns(kwargs: dict) -> list[str]:
 def summary(result) -> dict:
     """One expectation's result as a plain row: what ``ops.validations`` keeps, and what
     :func:`merge_summaries` adds up over the slices of a batch."""
-    config = result.expectation_config
+    return _summary(result.expectation_config, bool(result.success), result.result.get("element_count"),
+                    result.result.get("unexpected_count"), result.result.get("missing_count"),
+                    result.result.get("partial_unexpected_list") or [])
+
+
+def key_summary(expectation, rows: int, unexpected: int, sample: list) -> dict:
+    """A uniqueness expectation checked in SQL over a whole batch (see :meth:`QualityContext.per_slice`)
+    as the row :func:`summary` gives: ``unexpected`` counts every row of a repeated key, as GX does."""
+    return _summary(expectation.configuration, unexpected == 0, rows, unexpected, None, sample)
+
+
+def _summary(config, success: bool, rows: int | None, unexpected: int | None, missing: int | None,
+             sample: list) -> dict:
     return {"expectation": config.type, "column": ",".join(expectation_columns(config.kwargs)) or None,
-            "success": bool(result.success), "element_count": result.result.get("element_count"),
-            "unexpected_count": result.result.get("unexpected_count"),
-            "missing_count": result.result.get("missing_count"), "mostly": config.kwargs.get("mostly"),
-            "meta": dict(config.meta or {}), "sample": (result.result.get("partial_unexpected_list") or [])[:3]}
+            "success": success, "element_count": rows, "unexpected_count": unexpected, "missing_count": missing,
+            "mostly": config.kwargs.get("mostly"), "meta": dict(config.meta or {}), "sample": sample[:3]}
+
+
+def key_expectations(suite: gx.ExpectationSuite) -> list:
+    """The suite's uniqueness expectations."""
+    return [e for e in suite.expectations if e.configuration.type in UNIQUENESS]
 
 
 def merge_summaries(per_slice: list[list[dict]]) -> list[dict]:

@@ -115,11 +115,15 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
 
 def _newest_sql(relation: str, key: str, columns: str) -> str:
     """One row per (source, key) of ``relation``: the version from the newest load (a re-export
-    carries the latest state), the last row of that file on a tie."""
+    carries the latest state), the last row of that file on a tie.  Only the keys that occur
+    more than once go through the window (sorting every row was most of the time)."""
     return f"""
-        SELECT source, {key}, {columns}, _file, _row, _load_id
-        FROM {relation}
-        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1"""
+        WITH versions AS (SELECT source, {key}, {columns}, _file, _row, _load_id FROM {relation}),
+             repeated AS (SELECT source, {key} FROM versions GROUP BY ALL HAVING count(*) > 1)
+        SELECT * FROM versions ANTI JOIN repeated USING (source, {key})
+        UNION ALL
+        SELECT * FROM (SELECT * FROM versions SEMI JOIN repeated USING (source, {key})
+                       QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1)"""
 
 
 def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str, key: str,

@@ -5,8 +5,8 @@ warehouse/quality.py): required values, value sets, ranges, email shape, no futu
 implausible dates, unique keys within the batch.  Each row is known by ``_rid``, its position
 in the raw Parquet (DuckDB's ``file_row_number``), so rows with duplicated business keys stay
 distinguishable.  A batch larger than ``validate_slice_rows`` is given to GX one slice at a
-time (memory stays bounded); keys repeated across slices are found in SQL over the whole
-batch.  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
+time (memory stays bounded), its keys checked in SQL over the whole batch (GX would see
+one slice at a time).  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
 failed expectation, with the offending value); the rest are written to the validated lake.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
 quarantined with that reason.  For every batch: rows_in = rows_loaded + rows_quarantined.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import pyarrow.parquet as pq
 from warehouse import dialect
 from warehouse.errors import StageError
 from warehouse.faults import failpoint
-from warehouse.quality import UNIQUENESS, QualityContext, expectation_columns, merge_summaries, summary
+from warehouse.quality import (UNIQUENESS, QualityContext, expectation_columns, key_expectations, key_summary,
+                               merge_summaries, summary)
 from warehouse.settings import Settings
 
 
@@ -77,27 +79,21 @@ def _later_duplicates(items: list[dict], columns: list[str]) -> list[dict]:
     return [item for item in items if item["_rid"] != first[tuple(str(item.get(c)) for c in columns)]]
 
 
-def _duplicates_across_slices(con: duckdb.DuckDBPyConnection, raw: str, suite) -> list[dict]:
-    """For a batch validated in slices: the rows whose key an earlier slice already holds, for
-    each uniqueness expectation of the suite (GX sees one slice at a time)."""
-    findings = []
-    for e in suite.expectations:
-        kind = e.configuration.type
-        if kind not in UNIQUENESS:
-            continue
-        columns = expectation_columns(e.configuration.kwargs)
-        keys, present, shown = dialect.key_sql(columns)
-        rows = f"read_parquet({dialect.quote(raw)}, file_row_number = true)"
-        for rid, row, record_id, value in con.execute(f"""
+def _repeated_key_rows(con: duckdb.DuckDBPyConnection, raw: str, expectation) -> list[dict]:
+    """The rows of the batch whose key (every part present) an earlier row already has: the
+    findings of a uniqueness expectation checked over the whole batch in SQL."""
+    kind, columns = expectation.configuration.type, expectation_columns(expectation.configuration.kwargs)
+    keys, present, shown = dialect.key_sql(columns)
+    rows = f"read_parquet({dialect.quote(raw)}, file_row_number = true)"
+    return [{"_rid": rid, "expectation": kind, "column": ",".join(columns), "value": value, "row": row,
+             "source_record_id": record_id}
+            for rid, row, record_id, value in con.execute(f"""
                 WITH repeated AS (SELECT {keys} FROM {rows} WHERE {present} GROUP BY ALL HAVING count(*) > 1)
                 SELECT _rid, _row, source_record_id, {shown} FROM (
                     SELECT file_row_number AS _rid, _row, source_record_id, {keys},
                            min(file_row_number) OVER (PARTITION BY {keys}) AS first_rid
                     FROM {rows} SEMI JOIN repeated USING ({keys}))
-                WHERE _rid > first_rid ORDER BY _rid""").fetchall():
-            findings.append({"_rid": rid, "expectation": kind, "column": ",".join(columns), "value": value,
-                             "row": row, "source_record_id": record_id})
-    return findings
+                WHERE _rid > first_rid ORDER BY _rid""").fetchall()]
 
 
 def _suite_columns(suite) -> list[str]:
@@ -139,15 +135,19 @@ def _erased_rows(con: duckdb.DuckDBPyConnection, raw: str, source: str) -> list[
 def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, load: dict, suite,
                      min_rows: int, slice_rows: int) -> tuple[int, list[dict], list[dict]]:
     """GX validation of the batch ``slice_rows`` rows at a time, so memory stays bounded
-    however large the file: rows, validations, findings."""
-    n, per_slice, findings = _validate_each_slice(quality, load, suite, min_rows, slice_rows)
-    if n > slice_rows:  # GX saw one slice at a time
-        known = {(f["_rid"], f["expectation"]) for f in findings}
-        across = [f for f in _duplicates_across_slices(con, load["lake_path"], suite)
-                  if (f["_rid"], f["expectation"]) not in known]
-        findings += across
-        per_slice.append([{"expectation": f["expectation"], "column": f["column"], "success": False,
-                           "element_count": None, "unexpected_count": 1} for f in across])
+    however large the file: rows, validations, findings.  A batch of several slices has its
+    keys checked in SQL over the whole batch instead (GX would see one slice at a time)."""
+    n = pq.ParquetFile(load["lake_path"]).metadata.num_rows
+    sliced = n > slice_rows
+    per_slice, findings = _validate_each_slice(quality, load, quality.per_slice(suite) if sliced else suite,
+                                               n, min_rows, slice_rows)
+    if sliced:
+        for expectation in key_expectations(suite):
+            repeated = _repeated_key_rows(con, load["lake_path"], expectation)
+            findings += repeated
+            # GX counts every row of a repeated key; the first of each stays loaded.
+            unexpected = len(repeated) + len({f["value"] for f in repeated})
+            per_slice.append([key_summary(expectation, n, unexpected, [f["value"] for f in repeated])])
     validations = merge_summaries(per_slice)
     for v in validations:  # the row-count gate is about the whole batch
         if v["expectation"] == "expect_table_row_count_to_be_between":
@@ -155,12 +155,11 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
     return n, validations, findings
 
 
-def _validate_each_slice(quality: QualityContext, load: dict, suite, min_rows: int,
-                         slice_rows: int) -> tuple[int, list[list[dict]], list[dict]]:
-    """Rows, validations of each slice, findings; the Parquet reader and its buffers are gone
-    when it returns (before the duplicate check, which DuckDB runs on the whole file)."""
+def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min_rows: int,
+                         slice_rows: int) -> tuple[list[list[dict]], list[dict]]:
+    """Validations of each slice and findings; the Parquet reader and its buffers are gone
+    when it returns (before the key check, which DuckDB runs on the whole file)."""
     raw = pq.ParquetFile(load["lake_path"])
-    n = raw.metadata.num_rows
     sliced = n > slice_rows
     columns = ["_row", "source_record_id", *(c for c in _suite_columns(suite) if c not in ("_rid", "_row",
                                                                                          "source_record_id"))]
@@ -174,7 +173,7 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, min_rows: i
         per_slice.append(validations)
         findings += found
         offset += rows.num_rows
-    return n, per_slice, findings
+    return per_slice, findings
 
 
 def _validate_slice(quality: QualityContext, suite, name: str, rows: pa.RecordBatch, offset: int,
@@ -228,17 +227,31 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     con.unregister("validation_rows")
     valid_path = Path(str(load["lake_path"]).replace(f"{os.sep}raw{os.sep}", f"{os.sep}valid{os.sep}", 1))
     valid_path.parent.mkdir(parents=True, exist_ok=True)
-    con.register("bad_rids", bad_rids)
-    keep = "false" if reason else "file_row_number NOT IN (SELECT _rid FROM bad_rids)"
-    con.execute(f"COPY (SELECT * EXCLUDE (file_row_number) FROM {raw} WHERE {keep})"
-                f" TO {dialect.quote(str(valid_path))} (FORMAT parquet)")
-    con.unregister("bad_rids")
+    if reason or bad_rids.num_rows:
+        con.register("bad_rids", bad_rids)
+        keep = "false" if reason else "file_row_number NOT IN (SELECT _rid FROM bad_rids)"
+        con.execute(f"COPY (SELECT * EXCLUDE (file_row_number) FROM {raw} WHERE {keep})"
+                    f" TO {dialect.quote(str(valid_path))} (FORMAT parquet)")
+        con.unregister("bad_rids")
+    else:
+        _same_file(Path(load["lake_path"]), valid_path)
     failpoint("validate")
     con.execute("UPDATE ops.loads SET status = ?, rows_loaded = ?, rows_quarantined = ? WHERE load_id = ?",
                 [status, n - rows_quarantined, rows_quarantined, load["load_id"]])
     result.batches += 1
     result.rows_loaded += n - rows_quarantined
     result.rows_quarantined += rows_quarantined
+
+
+def _same_file(raw: Path, valid: Path) -> None:
+    """Every row of the batch is valid: the validated file is the landed one, hard-linked (copied
+    where a link cannot be made), not written again.  Lake files are never written in place:
+    land writes a new path (unlinking a stale one first) and erasure replaces a file whole."""
+    valid.unlink(missing_ok=True)
+    try:
+        os.link(raw, valid)
+    except OSError:
+        shutil.copyfile(raw, valid)
 
 
 def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> ValidateResult:
