@@ -17,6 +17,7 @@ the run's Data Docs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -109,8 +110,8 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
     per_slice, offset, sliced = [], 0, False
     with con.cursor() as reading:  # its own connection: the stream stays open while GX works
         reader = reading.sql(query, params=parameters or None).to_arrow_reader(slice_rows)
-        slices = iter(reader)
-        rows = next(slices, None) or pa.RecordBatch.from_pylist([], schema=reader.schema)
+        slices = _slices(reader, slice_rows)
+        rows = next(slices, None) or reader.schema.empty_table()
         while rows is not None:
             following = next(slices, None)
             sliced = sliced or following is not None
@@ -124,6 +125,22 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
                                                 expectation_columns(expectation.configuration.kwargs))
             per_slice.append([key_summary(expectation, offset, unexpected, sample)])
     return merge_summaries(per_slice)
+
+
+def _slices(reader: pa.RecordBatchReader, slice_rows: int) -> Iterator[pa.Table]:
+    """The reader's rows ``slice_rows`` at a time (DuckDB's batches may be smaller: a table of a
+    few rows would otherwise count as sliced)."""
+    pending, rows = [], 0
+    for batch in reader:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= slice_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, slice_rows)
+            rest = table.slice(slice_rows)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
 
 
 def _repeated_keys(con: duckdb.DuckDBPyConnection, query: str, parameters: list,
