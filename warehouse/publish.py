@@ -77,6 +77,8 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
 
 
 def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:
+    """Orders, interactions and order lines as of the run date, in no particular order (sorting
+    millions of rows by their keys cost seconds and helps no query by customer or date)."""
     order_date = dialect.local_date("o.ordered_at", settings.timezone)
     con.execute(f"""
         CREATE TABLE analytics.orders AS
@@ -84,21 +86,18 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> 
                o.currency, o.status, o.channel, o.store_id
         FROM work.stage.orders o
         LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
-        WHERE {order_date} <= DATE {dialect.quote(as_of.isoformat())}
-        ORDER BY o.source, o.order_id""")
+        WHERE {order_date} <= DATE {dialect.quote(as_of.isoformat())}""")
     con.execute(f"""
         CREATE TABLE analytics.interactions AS
         SELECT i.source, i.interaction_id, m.customer_id, i.channel, i.kind, i.occurred_at,
                {dialect.local_date("i.occurred_at", settings.timezone)} AS occurred_on, i.rating
         FROM work.stage.interactions i
         LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
-        WHERE {dialect.local_date("i.occurred_at", settings.timezone)} <= DATE {dialect.quote(as_of.isoformat())}
-        ORDER BY i.source, i.interaction_id""")
+        WHERE {dialect.local_date("i.occurred_at", settings.timezone)} <= DATE {dialect.quote(as_of.isoformat())}""")
     con.execute("""
         CREATE TABLE analytics.order_lines AS
         SELECT l.source, l.order_id, l.line_no, l.sku, l.category, l.quantity, l.unit_price
-        FROM work.stage.order_lines l SEMI JOIN analytics.orders o USING (source, order_id)
-        ORDER BY l.source, l.order_id, l.line_no""")
+        FROM work.stage.order_lines l SEMI JOIN analytics.orders o USING (source, order_id)""")
 
 
 def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
@@ -130,8 +129,8 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
     dated, more than ``retention_days`` before as_of are dropped.
     """
     day = f"DATE {dialect.quote(as_of.isoformat())}"
-    # The history is not sorted again each night (a third of its time at 1M customers): earlier
-    # rows keep the order they were published in, each night's rows follow.
+    # History and changes are not sorted again each night (a third of their time at 1M customers):
+    # earlier rows keep the order they were published in, each night's rows follow.
     empty_history = "SELECT NULL::VARCHAR customer_id, NULL::VARCHAR tag, NULL::VARCHAR value," \
                     " NULL::DATE valid_from, NULL::DATE valid_to WHERE false"
     prev_history = "SELECT * FROM prev.analytics.tag_history" if previous else empty_history
@@ -156,16 +155,15 @@ def _history(con: duckdb.DuckDBPyConnection, previous: bool, as_of: date, retent
     prev_changes = ("SELECT * FROM prev.analytics.tag_changes" if previous else
                     "SELECT NULL::DATE as_of, NULL::VARCHAR customer_id, NULL::VARCHAR tag,"
                     " NULL::VARCHAR old_value, NULL::VARCHAR new_value WHERE false")
-    # The earlier days are carried in their published order (as_of, customer_id, tag).  as_of's
-    # changes are the history rows it closed and opened (carried rows end before as_of and start
-    # before it): a join of those rows only, not of all open rows with all of today's tags.
+    # The earlier days are carried in their published order, as_of's changes follow.  They are
+    # the history rows it closed and opened (carried rows end before as_of and start before it):
+    # a join of those rows only, not of all open rows with all of today's tags.
     con.execute(f"CREATE TABLE analytics.tag_changes AS SELECT * FROM ({prev_changes}) WHERE as_of < {day}")
     con.execute(f"""
         INSERT INTO analytics.tag_changes
         SELECT {day}, coalesce(o.customer_id, n.customer_id), coalesce(o.tag, n.tag), o.value, n.value
         FROM (SELECT * FROM analytics.tag_history WHERE valid_to = {day}) o
-        FULL JOIN (SELECT * FROM analytics.tag_history WHERE valid_from = {day}) n USING (customer_id, tag)
-        ORDER BY 2, 3""")
+        FULL JOIN (SELECT * FROM analytics.tag_history WHERE valid_from = {day}) n USING (customer_id, tag)""")
     prev_stats = ("SELECT * FROM prev.analytics.tag_stats" if previous else
                   "SELECT NULL::DATE as_of, NULL::VARCHAR tag, NULL::VARCHAR value, NULL::BIGINT customers,"
                   " NULL::DOUBLE coverage WHERE false")
