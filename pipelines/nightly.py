@@ -112,7 +112,7 @@ def _limit_malloc_arenas() -> None:
     """glibc keeps at most two arenas (its default is eight per core): each thread that
     allocates (DuckDB's, landing's reader, Prefect's) otherwise gets its own, and memory freed
     there stays in pieces malloc_trim cannot return.  At 1M customers the nightly peaked at
-    2,673 to 2,851 MiB in three runs, against 2,977 and 2,992 without, as fast.  Done on import,
+    2,673 to 2,851 MiB in four runs, against 2,977 and 2,992 without, as fast.  Done on import,
     before Prefect or a stage starts a thread (an arena, once made, stays)."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)

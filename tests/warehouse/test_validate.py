@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import replace
 
 import duckdb
@@ -9,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.warehouse.helpers import run_through_identity, write_store_members, write_web_users
+from warehouse.land import land
+from warehouse.workdb import open_work_db
 
 
 def test_bad_rows_are_quarantined_and_the_rest_loads(settings):
@@ -29,6 +32,30 @@ def test_bad_rows_are_quarantined_and_the_rest_loads(settings):
         assert [(r, c) for r, c, _ in found] == [(2, "email"), (3, "source_customer_id"), (4, "_errors")]
         assert "birthday: cannot read '31/12/1990'" in found[2][2]
         assert con.execute("SELECT count(*) FROM stage.customer_records").fetchone()[0] == 2
+
+
+def test_a_clean_batch_is_linked_into_the_validated_lake_and_one_with_bad_rows_written_without_them(settings):
+    import os
+
+    settings = replace(settings, max_bad_share=0.9)
+    write_web_users(settings.inbox, [{"user_id": "U1"}, {"user_id": "U2"}], name="users_clean.jsonl")
+    write_web_users(settings.inbox, [{"user_id": "U3"}, {"user_id": None}], name="users_dirty.jsonl")
+    run_through_identity(settings)
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        loads = con.execute("SELECT file, lake_path, rows_loaded FROM ops.loads ORDER BY file").fetchall()
+    validated = {os.path.basename(file): (raw, raw.replace(f"{os.sep}raw{os.sep}", f"{os.sep}valid{os.sep}"), rows)
+                 for file, raw, rows in loads}
+    raw, valid, rows = validated["users_clean.jsonl"]
+    assert os.path.samefile(raw, valid) and pq.ParquetFile(valid).metadata.num_rows == rows == 2
+    raw, valid, rows = validated["users_dirty.jsonl"]
+    assert not os.path.samefile(raw, valid) and pq.ParquetFile(valid).metadata.num_rows == rows == 1
+    # Landing never writes through the link: a file landed again at the same raw path (here its
+    # manifest row is removed) gets a new file there; the validated one is left as it was.
+    raw, valid, _ = validated["users_clean.jsonl"]
+    with closing(open_work_db(settings)) as con:
+        con.execute("DELETE FROM ops.loads WHERE ends_with(file, 'users_clean.jsonl')")
+        land(con, settings, "r2")
+    assert not os.path.samefile(raw, valid) and pq.ParquetFile(valid).metadata.num_rows == 2
 
 
 def test_a_file_mostly_bad_is_rejected_whole_and_every_row_accounted(settings):
