@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 import duckdb
 import great_expectations as gx
@@ -107,18 +108,17 @@ def _validate_in_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext,
     """GX validation of the query's rows ``slice_rows`` at a time, so memory stays bounded at
     any size: one summary per expectation.  GX sees one slice at a time, so when there are
     several, uniqueness is judged in SQL over all the rows instead."""
-    per_slice, offset, sliced = [], 0, False
+    per_slice, offset = [], 0
     with con.cursor() as reading:  # its own connection: the stream stays open while GX works
         reader = reading.sql(query, params=parameters or None).to_arrow_reader(slice_rows)
         slices = _slices(reader, slice_rows)
-        rows = next(slices, None) or reader.schema.empty_table()
-        while rows is not None:
-            following = next(slices, None)
-            sliced = sliced or following is not None
+        first, second = next(slices, None), next(slices, None)
+        sliced = second is not None
+        checked = quality.per_slice(suite) if sliced else suite
+        for rows in chain([first or reader.schema.empty_table()], [second] if sliced else [], slices):
             name = f"{table} rows {offset + 1}-{offset + rows.num_rows}" if sliced else table
-            checked = quality.per_slice(suite) if sliced else suite
             per_slice.append([summary(r) for r in quality.validate(checked, name, rows.to_pandas()).results])
-            offset, rows = offset + rows.num_rows, following
+            offset += rows.num_rows
     if sliced:
         for expectation in key_expectations(suite):
             unexpected, sample = _repeated_keys(con, query, parameters,
