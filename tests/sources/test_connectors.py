@@ -115,6 +115,26 @@ def test_timestamps_keep_offsets_and_read_naive_values_in_local_time_with_severa
     assert {d.isoformat() for d in dates} == {"1990-01-31"}
 
 
+def test_iso_timestamps_read_by_arrow_equal_those_read_by_pandas():
+    """A column of ISO 8601 values that all carry an offset is read by Arrow; one naive or bad
+    value sends the whole column through pandas.  Both give the same instants, row for row."""
+    from sources.sdk import RowErrors, parse_timestamp
+
+    aware = ["2026-11-20T10:00:00Z", " 2026-11-20T18:00:00+08:00", "2026-11-20T05:30:00.250-04:30", None,
+             "2026-11-20 10:00Z"]
+    index = [7, 3, 11, 0, 5]  # a slice of a larger frame: values stay with their rows
+    by_arrow = parse_timestamp(pd.Series(aware, index=index, dtype="str"), "t", RowErrors(5), tz="Asia/Shanghai")
+    errors = RowErrors(6)
+    by_pandas = parse_timestamp(pd.Series([*aware, "2026-11-20 18:00"], index=[*index, 9], dtype="str"), "t", errors,
+                                tz="Asia/Shanghai")
+    assert by_arrow.dtype == by_pandas.dtype == "datetime64[us, UTC]"
+    assert list(by_arrow.index) == index
+    assert by_arrow.equals(by_pandas.iloc[:5])
+    assert by_pandas[9].isoformat() == by_arrow[7].isoformat() == "2026-11-20T10:00:00+00:00"
+    assert by_arrow[11].isoformat() == "2026-11-20T10:00:00.250000+00:00" and pd.isna(by_arrow[0])
+    assert errors.column().isna().all()
+
+
 def test_sources_never_import_prefect():
     from pathlib import Path
 
