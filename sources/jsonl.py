@@ -34,7 +34,11 @@ def _timestamp_fields(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
 
 
-def _read_clean(raw: bytes, first_line: int, lines: int) -> pd.DataFrame | None:
+def _nested_as_arrow(kind: pa.DataType) -> pd.ArrowDtype | None:
+    return pd.ArrowDtype(kind) if pa.types.is_nested(kind) else None
+
+
+def _read_clean(raw: bytes, first_line: int, lines: int, nested_in_arrow: bool) -> pd.DataFrame | None:
     """The records if pyarrow reads every line as an object, else None."""
     try:
         # pyarrow turns ISO 8601 text into timestamps; those fields are read as the text they are.
@@ -52,7 +56,8 @@ def _read_clean(raw: bytes, first_line: int, lines: int) -> pd.DataFrame | None:
     if "timestamp" in str(table.schema):  # ISO text inside a nested value: keep it text too
         return None
     in_file_order = list(dict.fromkeys([*prefix.column_names, *table.column_names]))
-    frame = table.select(in_file_order).to_pandas(integer_object_nulls=True)
+    frame = table.select(in_file_order).to_pandas(integer_object_nulls=True,
+                                                  types_mapper=_nested_as_arrow if nested_in_arrow else None)
     frame["_row"] = range(first_line, first_line + len(frame))
     return frame
 
@@ -77,9 +82,12 @@ def _read_line_by_line(text: str, first_line: int = 1) -> tuple[pd.DataFrame, pd
     return frame, pd.Series(problems, dtype="object")
 
 
-def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None,
+               nested_in_arrow: bool = False) -> tuple[pd.DataFrame, pd.Series]:
     """Records as a frame plus a Series of per-line problems (NULL for lines that parsed); of
-    the whole file, or of the ``part`` of it given.
+    the whole file, or of the ``part`` of it given.  With ``nested_in_arrow``, lists and objects
+    of a file Arrow reads stay Arrow (``pd.ArrowDtype`` columns) instead of becoming Python
+    lists and dicts; a file read line by line gives Python values either way.
 
     A line that is not a JSON object (a truncated last line, say) becomes an empty record whose
     problem says so; validation then quarantines it with its line number.
@@ -88,7 +96,7 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None) ->
     if encoding.replace("-", "").lower() == "utf8" and raw and not raw.isspace():
         raw = raw.removeprefix(b"\xef\xbb\xbf")
         lines = part.rows if part else line_count(raw)
-        frame = _read_clean(raw, first_line, lines)
+        frame = _read_clean(raw, first_line, lines, nested_in_arrow)
         if frame is not None:
             return frame, pd.Series([None] * len(frame), dtype="object")
     try:

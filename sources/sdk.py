@@ -366,16 +366,17 @@ def to_entity_table(entity: str, frame: pd.DataFrame, errors: RowErrors | None =
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None) -> tuple[pd.DataFrame, "RowErrors"]:
+def read_export(path: Path, fmt: str, encoding: str, part: Part | None = None,
+                nested_in_arrow: bool = False) -> tuple[pd.DataFrame, "RowErrors"]:
     """Read an export file (or the ``part`` of it given: JSON Lines or CSV) as text columns plus
-    ``_row`` (its line or sheet row number).
+    ``_row`` (its line or sheet row number).  ``nested_in_arrow``: see :func:`read_jsonl`.
 
     Whole-file problems (empty, undecodable, repeated header, wrong delimiter) raise
     SourceError; row problems (a line that is not JSON, a truncated last line) are returned
     in RowErrors so the rows are quarantined, not lost.
     """
     if fmt == "jsonl":
-        frame, problems = read_jsonl(path, encoding, part)
+        frame, problems = read_jsonl(path, encoding, part, nested_in_arrow)
         errors = RowErrors(len(frame))
         errors.add(problems.notna(), "line", problems, "JSON")
         return frame, errors

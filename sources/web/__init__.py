@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sources.errors import SourceError
-
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sources.errors import SourceError
 
 from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, enforce_contract,
                          parse_date, parse_flag, parse_number, parse_timestamp, read_export, to_entity_table)
 
 
-def _load(path: Path, ctx: ReadContext, columns: list[str], required: tuple[str, ...]) -> tuple[pd.DataFrame, RowErrors]:
+def _load(path: Path, ctx: ReadContext, columns: list[str], required: tuple[str, ...],
+          nested_in_arrow: bool = False) -> tuple[pd.DataFrame, RowErrors]:
     """JSON Lines as a frame; keys other than ``columns`` are new fields under the contract."""
-    frame, errors = read_export(path, "jsonl", "utf-8", ctx.part)
+    frame, errors = read_export(path, "jsonl", "utf-8", ctx.part, nested_in_arrow)
     if frame.empty:
         raise SourceError(path, "the file holds no records", fix="re-deliver the export")
     # A JSON line may simply omit a NULL field: only a field absent from every line is missing.
@@ -66,8 +70,31 @@ def read_events(path: Path, ctx: ReadContext) -> dict:
     return {"event": to_entity_table("event", frame, errors, raw.drop(columns=[*EVENT_FIELDS, "_row"]))}
 
 
+ITEM_FIELDS = ("sku", "category", "qty", "price")
+
+
+def _order_items(items: pd.Series) -> tuple[np.ndarray, dict[str, pd.Series]]:
+    """Every item of every order: the position of its order, and its fields (NULL where the item
+    lacks one).  An item that is not an object is skipped.  Arrow's lists of objects (a file
+    Arrow read) are flattened by Arrow; Python's (a file read line by line) by pandas."""
+    kind = items.dtype.pyarrow_dtype if isinstance(items.dtype, pd.ArrowDtype) else None
+    if kind is not None and pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
+        lists = pa.array(items)
+        flat, orders = pc.list_flatten(lists), pc.list_parent_indices(lists)
+        present = flat.is_valid()
+        flat, orders = flat.filter(present), orders.filter(present)
+        names = {field.name for field in kind.value_type}
+        return orders.to_numpy(), {f: pc.struct_field(flat, f).to_pandas() if f in names else
+                                   pd.Series([None] * len(flat), dtype="object") for f in ITEM_FIELDS}
+    exploded = items.astype("object").reset_index(drop=True).explode().dropna()
+    exploded = exploded.loc[exploded.map(lambda v: isinstance(v, dict)).astype(bool)]
+    detail = pd.DataFrame(exploded.tolist())
+    return exploded.index.to_numpy(), {f: detail[f] if f in detail.columns else
+                                       pd.Series([None] * len(detail), dtype="object") for f in ITEM_FIELDS}
+
+
 def read_orders(path: Path, ctx: ReadContext) -> dict:
-    raw, errors = _load(path, ctx, ORDER_FIELDS, ORDER_REQUIRED)
+    raw, errors = _load(path, ctx, ORDER_FIELDS, ORDER_REQUIRED, nested_in_arrow=True)
     orders = pd.DataFrame({
         "order_id": clean_text(raw["order_id"]),
         "source_customer_id": clean_text(raw["user_id"]),
@@ -79,19 +106,14 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
         "_row": raw["_row"],
     })
     orders["source_record_id"] = orders["order_id"]
-    items = raw[["order_id", "items", "_row"]].explode("items").dropna(subset=["items"])
-    items = items.loc[items["items"].map(lambda v: isinstance(v, dict)).astype(bool)]
-    detail = pd.DataFrame(items["items"].tolist(), index=items.index)
-    for column in ("sku", "category", "qty", "price"):
-        if column not in detail.columns:
-            detail[column] = None
-    line_errors = RowErrors(len(items))
+    order_of_item, detail = _order_items(raw["items"])
+    line_errors = RowErrors(len(order_of_item))
     lines = pd.DataFrame({
-        "order_id": clean_text(items["order_id"]).to_numpy(),
-        "line_no": items.groupby(level=0).cumcount().to_numpy() + 1,
+        "order_id": orders["order_id"].to_numpy()[order_of_item],
+        "line_no": pd.Series(order_of_item).groupby(order_of_item).cumcount().to_numpy() + 1,
         "sku": clean_text(detail["sku"]).to_numpy(),
         "category": clean_text(detail["category"]).to_numpy(),
-        "_row": items["_row"].to_numpy(),
+        "_row": raw["_row"].to_numpy()[order_of_item],
     })
     lines["quantity"] = parse_number(detail["qty"].reset_index(drop=True), "qty", line_errors)
     lines["unit_price"] = parse_number(detail["price"].reset_index(drop=True), "price", line_errors)

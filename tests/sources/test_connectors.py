@@ -81,6 +81,30 @@ def test_unreadable_values_and_a_truncated_line_are_kept_with_their_problem(tmp_
     assert "not a JSON object" in orders[2]["_errors"]
 
 
+@pytest.mark.parametrize("items", [
+    '[{"sku": " S1 ", "category": "home", "qty": 2, "price": 9.5}, null, {"sku": "S2", "price": 1}]',
+    '[{"sku": "S3", "category": "food", "qty": "3", "price": "¥1,299.00"}]',
+    '[{"sku": 7, "qty": 1.5, "price": null, "colour": "red"}]',
+])
+def test_order_items_read_by_arrow_equal_those_read_line_by_line(tmp_path, items):
+    """A clean file's items are flattened by Arrow, a file with a bad line is read line by line
+    and its items flattened by pandas: the same order lines either way."""
+    orders = [f'{{"order_id": "W{i}", "user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 1,'
+              f' "currency": "CNY", "status": "paid", "items": {value}}}' for i, value in
+              enumerate([items, "[]", "null", items])]
+    clean, broken = tmp_path / "orders.jsonl", tmp_path / "orders_broken.jsonl"
+    clean.write_text("\n".join(orders) + "\n", encoding="utf-8")
+    broken.write_text("\n".join(orders) + '\n{"order_id": "W9", "crea\n', encoding="utf-8")
+    by_arrow = _read(discover()["web"], clean)["order_line"].to_pylist()
+    by_lines = _read(discover()["web"], broken)["order_line"].to_pylist()
+    assert by_arrow == by_lines
+    assert [(line["order_id"], line["line_no"], line["_row"]) for line in by_arrow] == \
+        [(f"W{i}", n, i + 1) for i in (0, 3) for n in range(1, len(by_arrow) // 2 + 1)]
+    if "S1" in items:
+        assert [(line["sku"], line["category"], line["quantity"], line["unit_price"]) for line in by_arrow[:2]] == \
+            [("S1", "home", 2, 9.5), ("S2", None, None, 1)]
+
+
 def test_discovery_finds_the_built_in_connectors():
     assert {"web", "store", "marketplace"} <= set(discover())
 
