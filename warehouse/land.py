@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sources.errors import SourceError
@@ -87,7 +88,9 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                                       lake_path=str(lake_path))
                     lake_path.parent.mkdir(parents=True, exist_ok=True)
                     lake_path.unlink(missing_ok=True)  # never write through a link to a validated file
-                    loads[entity] = (load_id, lake_path, pq.ParquetWriter(lake_path, lake_schema(table.schema)))
+                    writer = pq.ParquetWriter(lake_path, lake_schema(table.schema),
+                                              use_dictionary=_repetitive_columns(table))
+                    loads[entity] = (load_id, lake_path, writer)
                     rows[entity] = 0
                 load_id, _, writer = loads[entity]
                 n = table.num_rows
@@ -112,6 +115,16 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
         failpoint("land")
         result.rows_landed += rows[entity]
     result.files_landed += 1
+
+
+def _repetitive_columns(table: pa.Table) -> list[str]:
+    """The columns worth a dictionary in the lake file: those whose first part holds at most one
+    distinct value in two rows, and the bookkeeping columns.  A dictionary tried on a column of
+    unique ids (event ids, sessions) is dropped again, and cost a third of the write."""
+    half = table.num_rows // 2
+    return [*(name for name in table.column_names
+              if pc.count_distinct(table.column(name), mode="all").as_py() <= half),
+            *(name for name, _ in LAKE_COLUMNS)]
 
 
 def lake_schema(schema: pa.Schema) -> pa.Schema:
