@@ -243,3 +243,24 @@ def test_validating_many_batches_keeps_none_of_their_data(settings):
         assert results.success
         assert not engine._metric_cache and not engine.batch_manager.batch_data_cache
         assert "pandas_data_fingerprint" not in str(results.meta)  # GX did not hash the whole frame
+
+
+def test_the_gx_config_is_written_once_with_the_docs_not_at_every_batch(settings):
+    """GX rewrites great_expectations.yml whole for every asset added (quadratic in a run's
+    slices); the run keeps its assets in memory and writes the file once, with Data Docs."""
+    import pandas as pd
+
+    from warehouse.quality import QualityContext
+
+    quality = QualityContext(settings, "r1")
+    config = settings.restricted / "gx" / "great_expectations.yml"
+    written = config.read_text(encoding="utf-8")
+    suite = quality.suite("event_rows")
+    frame = pd.DataFrame({"_rid": range(3), "_row": range(2, 5), "source_record_id": ["E1", "E2", "E3"],
+                          "event_id": ["E1", "E2", "E3"], "_errors": None,
+                          "occurred_at": pd.Timestamp("2026-11-20", tz="UTC"), "event_type": "login"})
+    for i in range(3):
+        assert quality.validate(suite, f"events.jsonl/event rows {i}", frame, "_rid").success
+    assert config.read_text(encoding="utf-8") == written
+    quality.build_docs()
+    assert all(f"events.jsonl__event rows {i}" in config.read_text(encoding="utf-8") for i in range(3))
