@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sources.errors import SourceError
-
 from sources.sdk import (Connector, FileReader, ReadContext, RowErrors, Stream, clean_text, enforce_contract,
                          parse_date, parse_flag, parse_number, parse_timestamp, read_export, to_entity_table)
 
@@ -80,17 +79,17 @@ def _order_items(items: pd.Series) -> tuple[np.ndarray, dict[str, pd.Series]]:
     kind = items.dtype.pyarrow_dtype if isinstance(items.dtype, pd.ArrowDtype) else None
     if kind is not None and pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
         lists = pa.array(items)
-        flat, orders = pc.list_flatten(lists), pc.list_parent_indices(lists)
+        flat, order_of_item = pc.list_flatten(lists), pc.list_parent_indices(lists)
         present = flat.is_valid()
-        flat, orders = flat.filter(present), orders.filter(present)
-        names = {field.name for field in kind.value_type}
-        return orders.to_numpy(), {f: pc.struct_field(flat, f).to_pandas() if f in names else
-                                   pd.Series([None] * len(flat), dtype="object") for f in ITEM_FIELDS}
-    exploded = items.astype("object").reset_index(drop=True).explode().dropna()
-    exploded = exploded.loc[exploded.map(lambda v: isinstance(v, dict)).astype(bool)]
-    detail = pd.DataFrame(exploded.tolist())
-    return exploded.index.to_numpy(), {f: detail[f] if f in detail.columns else
-                                       pd.Series([None] * len(detail), dtype="object") for f in ITEM_FIELDS}
+        flat, order_of_item = flat.filter(present), order_of_item.filter(present).to_numpy()
+        found = {f.name: pc.struct_field(flat, f.name).to_pandas() for f in kind.value_type if f.name in ITEM_FIELDS}
+    else:
+        exploded = items.astype("object").reset_index(drop=True).explode().dropna()
+        exploded = exploded.loc[exploded.map(lambda v: isinstance(v, dict)).astype(bool)]
+        detail, order_of_item = pd.DataFrame(exploded.tolist()), exploded.index.to_numpy()
+        found = {f: detail[f] for f in ITEM_FIELDS if f in detail.columns}
+    missing = pd.Series([None] * len(order_of_item), dtype="object")
+    return order_of_item, {f: found.get(f, missing) for f in ITEM_FIELDS}
 
 
 def read_orders(path: Path, ctx: ReadContext) -> dict:
