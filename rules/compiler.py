@@ -86,6 +86,26 @@ def feature_aggregate(feature: Feature, as_of: date, lookback_days: int) -> exp.
     return aggregate
 
 
+# Aggregates that give 0, not NULL, over no rows.
+ZERO_OVER_NO_ROWS = {"count", "count_distinct"}
+
+
+def _rows_read(features: list[Feature], as_of: date, lookback_days: int) -> exp.Expression | None:
+    """The rows some feature of an entity reads (the OR of their filters and windows), for a
+    WHERE the grouping can use: the FILTERs stay, so each feature still reads its own rows.
+    Only when every feature has a filter or window, and a customer whose rows all fall outside
+    gets what it got from its empty FILTER (NULL; a count's 0 through its default of 0); else
+    None, every row is read.  At 1M customers, active_days_30 grouped 15M activity rows for a
+    30-day window."""
+    conditions = []
+    for feature in features:
+        own = _conditions(feature, as_of, lookback_days)
+        if not own or (feature.aggregate in ZERO_OVER_NO_ROWS and feature.default != 0):
+            return None
+        conditions.append(exp.and_(*own))
+    return exp.or_(*conditions)
+
+
 def _percent_rank(score: Score) -> exp.Expression:
     """``percent_rank()`` of the scored feature among the customers ``among`` selects."""
     direction = "" if score.higher_is_better else " DESC"
@@ -136,6 +156,9 @@ def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
     for entity, features in sorted(per_entity.items()):
         alias = f"{entity}_agg"
         sub = exp.select("customer_id").from_(f"feature_{entity}").group_by("customer_id")
+        rows_read = _rows_read(features, as_of, lookback_days)
+        if rows_read is not None:
+            sub = sub.where(rows_read)
         for f in features:
             sub = sub.select(exp.alias_(feature_aggregate(f, as_of, lookback_days), f.id))
         query = query.join(exp.alias_(exp.Subquery(this=sub), alias), using=["customer_id"], join_type="left")

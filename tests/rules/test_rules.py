@@ -169,3 +169,36 @@ def test_favourite_category_is_the_most_spend_in_365_days(description, lines, ex
                                                                              category, amount])
         got = con.execute(f"SELECT favourite_category_365 FROM ({sql}) ORDER BY customer_id").fetchall()
     assert [g[0] for g in got] == expected
+
+
+def test_customers_whose_rows_all_fall_outside_the_windows_get_what_reading_every_row_gives(monkeypatch):
+    """Each entity's grouping reads only the rows some feature's filter or window keeps (a
+    WHERE beside the FILTERs); a customer left with no row there gets the same features."""
+    from dataclasses import replace
+
+    import rules.compiler as compiler
+
+    rules, day, rows_read = load_rules(), date(2026, 11, 21), compiler._rows_read
+    pushed = features_sql(rules, day, 730)
+    assert "WHERE\n        activity_date >= CAST('2026-10-23' AS DATE)" in pushed
+    with duckdb.connect() as con:
+        create_feature_relations(con, 4)  # c3 has no rows at all
+        con.execute("""
+            INSERT INTO feature_orders (customer_id, order_date, ordered_at, amount, status, channel) VALUES
+                ('c0', DATE '2024-01-02', DATE '2024-01-02', 50, 'paid', 'web'),      -- before the lookback
+                ('c0', DATE '2026-11-20', DATE '2026-11-20', 20, 'refunded', 'web'),
+                ('c1', DATE '2026-11-01', DATE '2026-11-01', 30, 'paid', 'store'),
+                ('c2', DATE '2026-11-19', DATE '2026-11-19', 10, 'cancelled', 'web');
+            INSERT INTO feature_activity VALUES ('c0', DATE '2026-10-01', 'event'), ('c1', DATE '2026-11-20', 'event'),
+                                                ('c2', DATE '2026-10-22', 'order');
+            INSERT INTO feature_interactions (customer_id, interaction_date, occurred_at, kind, channel) VALUES
+                ('c0', DATE '2026-01-05', DATE '2026-01-05', 'complaint', 'phone'),
+                ('c1', DATE '2026-11-11', DATE '2026-11-11', 'complaint', 'chat'),
+                ('c2', DATE '2026-11-11', DATE '2026-11-11', 'question', 'chat');""")
+        got = con.execute(f"SELECT * FROM ({pushed}) ORDER BY customer_id").fetchall()
+        monkeypatch.setattr(compiler, "_rows_read", lambda *args: None)
+        every_row = con.execute(f"SELECT * FROM ({features_sql(rules, day, 730)}) ORDER BY customer_id").fetchall()
+    assert got == every_row and len(got) == 4
+    counts = [f for f in rules.features.values() if f.aggregate == "count" and f.default == 0]
+    assert rows_read(counts, day, 730) is not None
+    assert rows_read([replace(counts[0], default=None)], day, 730) is None  # 0 over no rows, NULL if absent
