@@ -334,6 +334,8 @@ def _printable_ascii(text: pd.Series) -> bool:
 def clean_text(raw: pd.Series) -> pd.Series:
     """Drop control characters, strip whitespace; empty text becomes NULL (emoji are kept).
     Text stays in Arrow (pandas' ``str``), so the entity table takes it without a copy per value."""
+    if raw.dtype == "object" and raw.isna().all():  # a field NULL on every line (an anonymous id)
+        return pd.Series(index=raw.index, dtype="str")
     text = raw.astype("str")
     if not _printable_ascii(text):  # printable ASCII has no control character: no regex to run
         control = text.str.contains(_CONTROL, regex=True, na=False)

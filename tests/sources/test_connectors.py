@@ -173,3 +173,5 @@ def test_names_keep_emoji_and_lose_control_characters():
     cleaned = clean_text(pd.Series(["王\x07芳😀\x00 ", "\x1f", None]))
     assert cleaned[0] == "王芳😀" and cleaned[1:].isna().all()
     assert clean_text(pd.Series(["ab\x7f", " c\x1b", "E1 "])).tolist() == ["ab", "c", "E1"]  # ASCII only
+    nothing = pd.Series([None, None], dtype="object", index=[4, 7])
+    assert clean_text(nothing).equals(clean_text(pd.Series(["", None], index=[4, 7])))
