@@ -74,7 +74,7 @@ class QualityContext:
         self.context = gx.get_context(mode="file", project_root_dir=str(root))
         self.source = self.context.data_sources.add_or_update_pandas("batches")
         # GX rewrites great_expectations.yml whole (every asset so far, through ruamel) for each
-        # asset and batch definition added: quadratic in a run's batches and slices, 3 s of the
+        # asset and batch definition added: quadratic in a run's batches and slices, 2 s of the
         # 24 s validation at 1M customers.  The run's assets live in memory; build_docs writes
         # the file once.  (GX is pinned: this is its FileDataContext's private save hook.)
         self._save_config = self.context._save_project_config
