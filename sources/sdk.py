@@ -225,7 +225,8 @@ def _present(raw: pd.Series) -> pd.Series:
 
 
 Formats = str | list[str] | tuple[str, ...] | None
-_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
+# An offset ends the value: Z, +08:00, +0800, or +08 after a time (a date's -21 is no offset).
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2}|[T ]\d{2}(?::\d{2}){0,2}(?:\.\d+)?[+-]\d{2})$"
 
 
 def _formats(fmt: Formats, default: str) -> list[str]:

@@ -134,6 +134,9 @@ def test_timestamps_keep_offsets_and_read_naive_values_in_local_time_with_severa
         "2026-11-20T10:00:00+00:00"] * 4 + [None, None]
     assert errors.column().tolist()[4:] == ["t: cannot read 'yesterday' as a timestamp (%Y/%m/%d %H:%M or %Y%m%d %H%M)",
                                             None]
+    hour_offsets = pd.Series(["2026-11-20T18:00:00+08", "2026-11-20 18:00", "2026-11-20"])  # with naive values
+    assert [p.isoformat() for p in parse_timestamp(hour_offsets, "t", RowErrors(3), tz="Asia/Shanghai")] == [
+        "2026-11-20T10:00:00+00:00", "2026-11-20T10:00:00+00:00", "2026-11-19T16:00:00+00:00"]
     dates = parse_date(pd.Series(["1990/01/31", "1990-01-31", "19900131"]), "d", RowErrors(3),
                        fmt=["%Y/%m/%d", "%Y-%m-%d", "%Y%m%d"])
     assert {d.isoformat() for d in dates} == {"1990-01-31"}
