@@ -74,7 +74,7 @@ ITEM_FIELDS = ("sku", "category", "qty", "price")
 
 def _order_items(items: pd.Series) -> tuple[np.ndarray, dict[str, pd.Series]]:
     """Every item of every order: the position of its order, and its fields (NULL where the item
-    lacks one).  An item that is not an object is skipped.  Arrow's lists of objects (a file
+    lacks one), indexed 0..n-1.  An item that is not an object is skipped.  Arrow's lists of objects (a file
     Arrow read) are flattened by Arrow; Python's (a file read line by line) by pandas."""
     kind = items.dtype.pyarrow_dtype if isinstance(items.dtype, pd.ArrowDtype) else None
     if kind is not None and pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
@@ -114,8 +114,8 @@ def read_orders(path: Path, ctx: ReadContext) -> dict:
         "category": clean_text(detail["category"]).to_numpy(),
         "_row": raw["_row"].to_numpy()[order_of_item],
     })
-    lines["quantity"] = parse_number(detail["qty"].reset_index(drop=True), "qty", line_errors)
-    lines["unit_price"] = parse_number(detail["price"].reset_index(drop=True), "price", line_errors)
+    lines["quantity"] = parse_number(detail["qty"], "qty", line_errors)
+    lines["unit_price"] = parse_number(detail["price"], "price", line_errors)
     lines["source_record_id"] = lines["order_id"] + "#" + lines["line_no"].astype(str)
     return {"order": to_entity_table("order", orders, errors, raw.drop(columns=[*ORDER_FIELDS, "_row"])),
             "order_line": to_entity_table("order_line", lines, line_errors)}
