@@ -8,7 +8,8 @@ first and the work file last (a failed erasure is finished by running it again):
 2. staging, identity (source ids, golden record, normalised-key cache entries of their raw
    phones and names), features, tags, overrides and quarantine rows are deleted in the work file;
 3. the published warehouse is copied, the customer deleted from every ``analytics`` table and
-   from ``ops.quarantine``, and the copy swapped in atomically (readers see before or after);
+   from ``ops.quarantine``, the copy's tables copied into a new file (without the deleted rows'
+   bytes), and that swapped in atomically (readers see before or after);
 4. the Parquet exports of every as_of and the campaign CSVs are rewritten without them;
 5. their source ids go on a suppression list, so a re-delivered export does not bring them
    back (validation sets such rows aside, value withheld), and ``ops.erasures`` logs who asked, why, when and how many rows
@@ -167,6 +168,7 @@ def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame
     if not settings.warehouse.exists():
         return {}
     building = settings.warehouse.with_name(f".{settings.warehouse.name}.erasing")
+    compacted = settings.warehouse.with_name(f".{settings.warehouse.name}.compacted")
     shutil.copyfile(settings.warehouse, building)
     removed = 0
     try:
@@ -182,10 +184,23 @@ def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame
             removed += len(con.execute("DELETE FROM ops.identity_review WHERE ? IN (customer_id_a, customer_id_b)"
                                        " RETURNING 1", [customer_id]).fetchall())
             con.execute("CHECKPOINT")
-        os.replace(building, settings.warehouse)
+        _compact(building, compacted)
+        os.replace(compacted, settings.warehouse)
     finally:
         building.unlink(missing_ok=True)
+        compacted.unlink(missing_ok=True)
     return {"published rows": removed}
+
+
+def _compact(source: Path, target: Path) -> None:
+    """Copy every table of ``source`` into a new file ``target``: deleted rows and freed blocks
+    can keep their bytes in a DuckDB file, and each night's publish starts from a copy of the
+    published file, so without this the erased person's history would stay in it."""
+    target.unlink(missing_ok=True)
+    with duckdb.connect() as con:
+        dialect.attach(con, source, "erased")
+        dialect.attach(con, target, "compacted", read_only=False)
+        con.execute("COPY FROM DATABASE erased TO compacted")
 
 
 def _erase_exports(settings: Settings, customer_id: str) -> dict[str, int]:

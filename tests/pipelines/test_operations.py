@@ -130,6 +130,34 @@ def test_a_backfill_gives_the_history_of_daily_runs(prefect_harness, sample_inbo
     results = backfill(start=(AS_OF - timedelta(days=3)).isoformat(), end=(AS_OF - timedelta(days=2)).isoformat())
     assert [r["as_of"] for r in results] == [(AS_OF - timedelta(days=d)).isoformat() for d in (3, 2, 1, 0)]
     assert _analytics(data_dir / "warehouse.duckdb") == daily
+    history, changes = _history_of_the_exports(data_dir / "exports" / "customer_tags")
+    assert daily["tag_history"] == history and daily["tag_changes"] == changes
+
+
+def _history_of_the_exports(exports: Path) -> tuple[list, list]:
+    """The SCD2 history and the changes the daily customer_tags exports imply, computed apart
+    from publishing (gaps and islands over every day of every customer's tag)."""
+    with duckdb.connect() as con:
+        con.execute(f"""
+            CREATE TABLE marked AS
+            WITH daily AS (SELECT CAST(regexp_extract(filename, 'as_of=([0-9-]+)', 1) AS DATE) AS as_of,
+                                  customer_id, tag, value
+                           FROM read_parquet('{exports}/*/customer_tags.parquet', filename = true)),
+                 grid AS (SELECT k.customer_id, k.tag, d.as_of, v.value
+                          FROM (SELECT DISTINCT customer_id, tag FROM daily) k
+                          CROSS JOIN (SELECT DISTINCT as_of FROM daily) d
+                          LEFT JOIN daily v USING (customer_id, tag, as_of))
+            SELECT *, lag(value) OVER w AS before, value IS DISTINCT FROM lag(value) OVER w AS moved
+            FROM grid WINDOW w AS (PARTITION BY customer_id, tag ORDER BY as_of)""")
+        history = con.execute("""
+            SELECT customer_id, tag, any_value(value), min(as_of),
+                   CASE WHEN max(as_of) < (SELECT max(as_of) FROM marked) THEN max(as_of) + 1 END
+            FROM (SELECT *, sum(moved::INTEGER) OVER (PARTITION BY customer_id, tag ORDER BY as_of) AS island
+                  FROM marked)
+            WHERE value IS NOT NULL GROUP BY customer_id, tag, island ORDER BY ALL""").fetchall()
+        changes = con.execute("SELECT as_of, customer_id, tag, before, value FROM marked WHERE moved"
+                              " ORDER BY ALL").fetchall()
+    return history, changes
 
 
 def test_the_nightly_deployment_runs_on_a_real_prefect_server(sample_inbox, tmp_path):

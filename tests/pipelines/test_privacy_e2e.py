@@ -93,6 +93,7 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
         customer, records = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids
                                            GROUP BY 1 HAVING count(DISTINCT source) >= 2 ORDER BY 1 LIMIT 1""").fetchone()
     assert runner.invoke(app, ["export", "--tag", "lifecycle_stage", "--value", "active"]).exit_code == 0
+    assert customer.encode() in settings.warehouse.read_bytes()
     result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4711", "--requested-by", "dpo"])
     assert result.exit_code == 0, result.output
     assert "erasure 1" in result.output and "inbox still holds" in result.output
@@ -123,6 +124,8 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
         return {k: v for k, v in found.items() if v}
 
     assert traces() == {}
+    # Not even in the file's bytes: deleted rows keep theirs in a DuckDB file until it is rewritten.
+    assert customer.encode() not in settings.warehouse.read_bytes()
     rerun = nightly(as_of=AS_OF.isoformat(), full_rebuild=True)  # lands every inbox file again
     assert rerun["status"] == "success"
     assert traces() == {}
