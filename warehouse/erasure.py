@@ -39,7 +39,7 @@ from warehouse.runs import run_lock
 from warehouse.settings import Settings
 from warehouse.workdb import open_work_db
 
-WORK_TABLES_BY_SOURCE_ID = ("stage.customer_records", "stage.orders", "stage.events", "stage.interactions")
+WORK_TABLES_BY_SOURCE_ID = ("stage.customer_records", "stage.order_versions", "stage.events", "stage.interactions")
 
 
 @dataclass
@@ -77,7 +77,7 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         con.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT source, source_customer_id FROM identity.node_customer"
                     " WHERE customer_id = ?", [customer_id])
         con.execute("""CREATE OR REPLACE TEMP TABLE gone_orders AS
-                       SELECT source, order_id FROM stage.orders SEMI JOIN gone USING (source, source_customer_id)""")
+                       SELECT source, order_id FROM stage.order_versions SEMI JOIN gone USING (source, source_customer_id)""")
         con.execute("""CREATE OR REPLACE TEMP TABLE gone_records AS
                        SELECT source, source_customer_id AS record_id FROM gone
                        UNION SELECT source, order_id FROM gone_orders

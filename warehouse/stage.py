@@ -5,18 +5,20 @@
   ``email_key`` (trimmed, lower case, +tag and gmail dots folded), ``phone_e164``,
   ``phone_masked_key`` and ``name_key`` (phones and names are normalised once per distinct
   raw value and cached in ``stage.phone_keys`` / ``stage.name_keys``);
-- orders: one per (source, order_id), the version from the newest load (a re-export carries
-  the latest status); amounts as DECIMAL(18, 2); an order that also arrived through another
-  source (``origin_source``/``origin_order_id``) kept once, by ``order_source_precedence``,
-  the copies listed in ``stage.order_copies``;
-- order lines: the lines of that newest load of their kept order;
+- orders (``stage.order_versions``): one per (source, order_id), the version from the newest
+  load (a re-export carries the latest status); amounts as DECIMAL(18, 2).  An order that also
+  arrived through another source (``origin_source``/``origin_order_id``) is kept once, by
+  ``order_source_precedence``: the copies are listed in ``stage.order_copies`` and the view
+  ``stage.orders`` holds the kept orders;
+- order lines: per order, the lines of its newest load holding lines (a copy's lines too: join
+  ``stage.orders`` for the kept orders' lines, as features and publishing do);
 - events: one per (source, event_id);
 - interactions (service tickets, complaints, returns): one per (source, interaction_id).
 
-Events and interactions (the largest tables) are staged incrementally: a night that adds files
-merges only those (``stage.staged_files`` records what each table was built from); a night
-that changed or removed a file builds them from the whole lake again.  Either way the table is
-the one a build from the whole lake gives.
+Every table is staged incrementally: a night that adds files merges only those
+(``stage.staged_files`` records what each table was built from); a night that changed or
+removed a file builds it from the whole lake again.  Either way the table is the one a build
+from the whole lake gives.
 """
 
 from __future__ import annotations
@@ -89,18 +91,22 @@ def _extend_key_cache(con: duckdb.DuckDBPyConnection, table: str, column: str,
     con.unregister("new_keys")
 
 
-def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    lake = _register_lake(con, settings, "customer_record")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE latest_records AS
-        SELECT * FROM {lake}
+ORDER_COLUMNS = ("source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount, currency, status, "
+                 "channel, store_id, origin_source, origin_order_id, attributes")
+
+
+def _newest_record_sql(relation: str) -> str:
+    """One row per (source, source_customer_id): the newest version (``updated_at``, then the
+    newest load, then the last row)."""
+    return f"""
+        SELECT * FROM {relation}
         QUALIFY row_number() OVER (PARTITION BY source, source_customer_id
-                                   ORDER BY updated_at DESC NULLS LAST, _load_id DESC, _row DESC) = 1""")
-    _extend_key_cache(con, "phone_keys", "phone", lambda raw: phone_keys(raw, settings.phone_region),
-                      settings.phone_region)
-    _extend_key_cache(con, "name_keys", "name", name_keys, NAME_KEY_VERSION)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE stage.customer_records AS
+                                   ORDER BY updated_at DESC NULLS LAST, _load_id DESC, _row DESC) = 1"""
+
+
+def _records_sql(settings: Settings) -> str:
+    """The staged columns of ``latest_records``: raw values and their normalised keys."""
+    return f"""
         SELECT r.source, r.source_customer_id, r.source_record_id,
                r.email, {EMAIL_KEY} AS email_key,
                r.phone, p.e164 AS phone_e164, p.masked_key AS phone_masked_key,
@@ -109,8 +115,34 @@ def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) 
                r.email_opt_in, r.sms_opt_in, r.updated_at, r.attributes, r._file, r._row, r._load_id
         FROM latest_records r
         LEFT JOIN stage.phone_keys p ON p.raw = r.phone AND p.variant = {dialect.quote(settings.phone_region)}
-        LEFT JOIN stage.name_keys n ON n.raw = r.name AND n.variant = {dialect.quote(NAME_KEY_VERSION)}
-        ORDER BY r.source, r.source_customer_id""")
+        LEFT JOIN stage.name_keys n ON n.raw = r.name AND n.variant = {dialect.quote(NAME_KEY_VERSION)}"""
+
+
+def _stage_customer_records(con: duckdb.DuckDBPyConnection, settings: Settings) -> str:
+    """``stage.customer_records``; a night that only added files compares their newest version of
+    each record with the staged one (a newer load may carry an older ``updated_at``)."""
+    def newest(relation: str) -> None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE latest_records AS {_newest_record_sql(relation)}")
+        _extend_key_cache(con, "phone_keys", "phone", lambda raw: phone_keys(raw, settings.phone_region),
+                          settings.phone_region)
+        _extend_key_cache(con, "name_keys", "name", name_keys, NAME_KEY_VERSION)
+
+    def rebuild(lake: str) -> None:
+        newest(lake)
+        con.execute(f"CREATE OR REPLACE TABLE stage.customer_records AS {_records_sql(settings)}"
+                    " ORDER BY source, source_customer_id")
+
+    def merge(arriving: str) -> bool:
+        newest(f"""(SELECT * EXCLUDE (email_key, phone_e164, phone_masked_key, name_key) FROM stage.customer_records
+                    WHERE (source, source_customer_id) IN (SELECT source, source_customer_id FROM {arriving})
+                    UNION ALL BY NAME SELECT * FROM {arriving})""")
+        con.execute(f"""DELETE FROM stage.customer_records
+                        WHERE (source, source_customer_id) IN (SELECT source, source_customer_id FROM latest_records);
+                        INSERT INTO stage.customer_records {_records_sql(settings)}""")
+        return True
+
+    definition = _newest_record_sql("lake") + _records_sql(settings)
+    return _stage_incrementally(con, settings, "customer_record", "customer_records", definition, rebuild, merge)
 
 
 def _newest_sql(relation: str, key: str, columns: str) -> str:
@@ -127,14 +159,6 @@ def _newest_sql(relation: str, key: str, columns: str) -> str:
                        QUALIFY row_number() OVER (PARTITION BY source, {key} ORDER BY _load_id DESC, _row DESC) = 1)"""
 
 
-def _stage_newest(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str, key: str,
-                  columns: str) -> None:
-    """``stage.<table>``: one row per (source, key), the version from the newest load, from the
-    whole validated lake."""
-    lake = _register_lake(con, settings, entity)
-    con.execute(f"CREATE OR REPLACE TABLE stage.{table} AS {_newest_sql(lake, key, columns)}")
-
-
 def _lake_files(settings: Settings, entity: str) -> dict[str, tuple[int, int]]:
     """The entity's validated Parquet files: path -> (bytes, modified ns)."""
     files = {}
@@ -144,18 +168,19 @@ def _lake_files(settings: Settings, entity: str) -> dict[str, tuple[int, int]]:
     return files
 
 
-def _stage_newest_incrementally(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str,
-                                key: str, columns: str) -> str:
-    """``stage.<table>`` as :func:`_stage_newest` builds it, reading only what changed in the lake
-    since it was last staged (recorded in ``stage.staged_files``):
+def _stage_incrementally(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str,
+                         definition: str, rebuild: Callable[[str], None], merge: Callable[[str], bool]) -> str:
+    """``stage.<table>`` as ``rebuild`` builds it from a relation of the entity's whole validated
+    lake, reading only what changed in the lake since it was last staged (recorded in
+    ``stage.staged_files`` with ``definition``, the table's SQL in this code):
 
     - no file added, changed or removed: the table is kept (``"kept"``);
-    - files only added, all from loads newer than every staged row: their newest rows replace
-      the staged rows of the same key (``"merged"``; a newer load wins, as in a full build);
+    - files only added: ``merge`` folds the relation of those files into the table, or declines
+      (``"merged"``);
     - anything else (a full rebuild's new lake, an erasure rewriting a file, a new definition of
-      the table in this code): the table is built from the whole lake (``"rebuilt"``).
+      the table), or a declined merge: the table is built from the whole lake (``"rebuilt"``).
     """
-    definition = hashlib.sha256(_newest_sql("lake", key, columns).encode()).hexdigest()[:16]
+    definition = hashlib.sha256(definition.encode()).hexdigest()[:16]
     now = _lake_files(settings, entity)
     staged = {path: (size, modified) for path, size, modified in con.execute(
         "SELECT path, bytes, modified_ns FROM stage.staged_files WHERE \"table\" = ? AND definition = ?",
@@ -165,19 +190,10 @@ def _stage_newest_incrementally(con: duckdb.DuckDBPyConnection, settings: Settin
     how = "rebuilt"
     if unchanged and not added:
         how = "kept"
-    elif unchanged:
-        arriving = f"{table}_arriving"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {arriving} AS "
-                    f"{_newest_sql(dialect.read_parquet([Path(p) for p in added]), key, columns)}")
-        newer = con.execute(f"SELECT coalesce((SELECT min(_load_id) FROM {arriving}) > "
-                            f"(SELECT max(_load_id) FROM stage.{table}), true)").fetchone()[0]
-        if newer:
-            con.execute(f"""DELETE FROM stage.{table} WHERE (source, {key}) IN (SELECT source, {key} FROM {arriving});
-                            INSERT INTO stage.{table} SELECT * FROM {arriving}""")
-            how = "merged"
-        con.execute(f"DROP TABLE {arriving}")
+    elif unchanged and merge(dialect.read_parquet([Path(p) for p in added])):
+        how = "merged"
     if how == "rebuilt":
-        _stage_newest(con, settings, entity, table, key, columns)
+        rebuild(_register_lake(con, settings, entity))
     con.execute("DELETE FROM stage.staged_files WHERE \"table\" = ?", [table])
     if now:
         con.executemany("INSERT INTO stage.staged_files VALUES (?, ?, ?, ?, ?)",
@@ -185,24 +201,49 @@ def _stage_newest_incrementally(con: duckdb.DuckDBPyConnection, settings: Settin
     return how
 
 
-def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    _stage_newest(con, settings, "order", "orders", "order_id",
-                  "source_customer_id, ordered_at, CAST(amount AS DECIMAL(18, 2)) AS amount, currency, status, "
-                  "channel, store_id, origin_source, origin_order_id, attributes")
-    _drop_cross_source_copies(con)
-    lines = _register_lake(con, settings, "order_line")
-    # Per kept order, the lines of its newest load, one per line_no (the last row of that file).
-    # Both windows share one partition (one pass): in (line_no, newest load, last row) order the
-    # first row of each line_no is its newest version, kept if it is of the order's newest load.
-    con.execute(f"""
-        CREATE OR REPLACE TABLE stage.order_lines AS
+def _stage_by_newest_load(con: duckdb.DuckDBPyConnection, settings: Settings, entity: str, table: str, key: str,
+                          build: Callable[[str], str]) -> str:
+    """:func:`_stage_incrementally` for a table that ``build`` (a query over a relation of the
+    entity's rows) makes per (source, key) from that key's rows of the newest load holding it:
+    added files, all from loads newer than every staged row, replace the staged rows of the keys
+    they hold with what they build (a newer load wins, as in a full build)."""
+    def rebuild(lake: str) -> None:
+        con.execute(f"CREATE OR REPLACE TABLE stage.{table} AS {build(lake)}")
+
+    def merge(arriving: str) -> bool:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_arriving AS {build(arriving)}")
+        newer = con.execute(f"SELECT coalesce((SELECT min(_load_id) FROM {table}_arriving) > "
+                            f"(SELECT max(_load_id) FROM stage.{table}), true)").fetchone()[0]
+        if newer:
+            con.execute(f"""
+                DELETE FROM stage.{table} WHERE (source, {key}) IN (SELECT source, {key} FROM {table}_arriving);
+                INSERT INTO stage.{table} SELECT * FROM {table}_arriving""")
+        con.execute(f"DROP TABLE {table}_arriving")
+        return newer
+
+    return _stage_incrementally(con, settings, entity, table, build("lake"), rebuild, merge)
+
+
+def _order_lines_sql(relation: str) -> str:
+    """Per order, the lines of its newest load holding lines, one per line_no (the last row of
+    that file).  Both windows share one partition (one pass): in (line_no, newest load, last row)
+    order the first row of each line_no is its newest version, kept if it is of the newest load."""
+    return f"""
         SELECT source, order_id, line_no, sku, category, quantity,
                CAST(unit_price AS DECIMAL(18, 2)) AS unit_price, attributes, _file, _row, _load_id
         FROM (SELECT *, max(_load_id) OVER (PARTITION BY source, order_id) AS order_load,
                      lag(line_no) OVER (PARTITION BY source, order_id ORDER BY line_no, _load_id DESC, _row DESC)
                          AS line_before
-              FROM {lines} SEMI JOIN stage.orders USING (source, order_id))
-        WHERE _load_id = order_load AND line_before IS DISTINCT FROM line_no""")
+              FROM {relation})
+        WHERE _load_id = order_load AND line_before IS DISTINCT FROM line_no"""
+
+
+def _stage_orders(con: duckdb.DuckDBPyConnection, settings: Settings, result: StageResult) -> None:
+    result.incremental["orders"] = _stage_by_newest_load(
+        con, settings, "order", "order_versions", "order_id", lambda lake: _newest_sql(lake, "order_id", ORDER_COLUMNS))
+    _drop_cross_source_copies(con)
+    result.incremental["order_lines"] = _stage_by_newest_load(
+        con, settings, "order_line", "order_lines", "order_id", _order_lines_sql)
 
 
 def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
@@ -216,29 +257,33 @@ def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE order_keys AS
         SELECT o.source, o.order_id,
                first_value(o.source) OVER w AS kept_source, first_value(o.order_id) OVER w AS kept_order_id
-        FROM stage.orders o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
+        FROM stage.order_versions o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
         WINDOW w AS (PARTITION BY coalesce(o.origin_source, o.source), coalesce(o.origin_order_id, o.order_id)
                      ORDER BY coalesce(p.rank, {len(precedence)}), o.source, o.order_id);
         CREATE OR REPLACE TABLE stage.order_copies AS
         SELECT source, order_id, kept_source, kept_order_id FROM order_keys
-        WHERE (source, order_id) <> (kept_source, kept_order_id) ORDER BY ALL;
-        DELETE FROM stage.orders WHERE (source, order_id) IN (SELECT source, order_id FROM stage.order_copies)""")
+        WHERE (source, order_id) <> (kept_source, kept_order_id) ORDER BY ALL""")
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+                   " AND schema_name = 'stage' AND table_name = 'orders'").fetchone()[0]:
+        con.execute("DROP TABLE stage.orders")  # a table before order versions were staged incrementally
+    con.execute("""CREATE OR REPLACE VIEW stage.orders AS
+                   SELECT * FROM stage.order_versions ANTI JOIN stage.order_copies USING (source, order_id)""")
 
 
 def stage(con: duckdb.DuckDBPyConnection, settings: Settings) -> StageResult:
-    """The staging tables from the whole validated lake (idempotent).  Events and interactions,
-    the largest, read only the files added since they were last staged."""
+    """The staging tables of the whole validated lake (idempotent), reading only the files added
+    since they were last staged."""
     result = StageResult()
     con.execute("BEGIN")
-    _stage_customer_records(con, settings)
-    _stage_orders(con, settings)
+    result.incremental["customer_records"] = _stage_customer_records(con, settings)
+    _stage_orders(con, settings, result)
     failpoint("stage")
-    result.incremental["events"] = _stage_newest_incrementally(
-        con, settings, "event", "events", "event_id",
-        "source_customer_id, anonymous_id, event_type, occurred_at, session_id")
-    result.incremental["interactions"] = _stage_newest_incrementally(
-        con, settings, "interaction", "interactions", "interaction_id",
-        "source_customer_id, channel, kind, occurred_at, rating, text, attributes")
+    for entity, table, key, columns in (
+            ("event", "events", "event_id", "source_customer_id, anonymous_id, event_type, occurred_at, session_id"),
+            ("interaction", "interactions", "interaction_id",
+             "source_customer_id, channel, kind, occurred_at, rating, text, attributes")):
+        result.incremental[table] = _stage_by_newest_load(
+            con, settings, entity, table, key, lambda lake, key=key, columns=columns: _newest_sql(lake, key, columns))
     con.execute("COMMIT")
     for table in ("customer_records", "orders", "order_lines", "events", "interactions"):
         result.rows[table] = con.execute(f"SELECT count(*) FROM stage.{table}").fetchall()[0][0]
