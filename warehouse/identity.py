@@ -28,6 +28,7 @@ ids.  Both are logged in ``ops.identity_changes``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -271,6 +272,12 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     con.execute("""
         CREATE OR REPLACE TEMP TABLE node_customer_now AS
         SELECT c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
+        CREATE OR REPLACE TEMP TABLE customers_moved AS
+        SELECT customer_id FROM identity.node_customer ANTI JOIN node_customer_now
+            USING (source, source_customer_id, customer_id)
+        UNION
+        SELECT customer_id FROM node_customer_now ANTI JOIN identity.node_customer
+            USING (source, source_customer_id, customer_id);
         DELETE FROM identity.node_customer m
         WHERE NOT EXISTS (SELECT 1 FROM node_customer_now n
                           WHERE n.source = m.source AND n.source_customer_id = m.source_customer_id
@@ -285,7 +292,8 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     result.new_ids, result.merges, result.splits = counts
 
 
-def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
+def _golden_sql(config: dict, customers: str) -> str:
+    """The golden records of the customers in ``customers`` (a relation of customer_id)."""
     priority = ", ".join(f"({dialect.quote(s)}, {i})" for i, s in enumerate(config["source_priority"]))
     fields = ["email", "email_key", "phone", "phone_e164", "phone_masked_key", "name", "gender", "birth_date",
               "province", "city", "member_id", "email_opt_in", "sms_opt_in"]
@@ -293,12 +301,11 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
     # a plain aggregate (first(... ORDER BY ...) sorted every customer's records once per field).
     # source_customer_id, then the source, break ties.
     picks = ",\n".join(f"arg_min({f}, pick_order) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in fields)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE identity.golden AS
+    return f"""
         WITH ranked AS (
             SELECT m.customer_id, m.source AS node_source, r.* EXCLUDE (source, source_customer_id),
                    m.source_customer_id, coalesce(p.rank, 99) AS rank
-            FROM identity.node_customer m
+            FROM identity.node_customer m SEMI JOIN {customers} USING (customer_id)
             LEFT JOIN stage.customer_records r USING (source, source_customer_id)
             LEFT JOIN (VALUES {priority}) AS p(source, rank) ON p.source = m.source),
         placed AS (
@@ -312,7 +319,37 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
                min(registered_at) AS first_registered_at,
                arg_min(node_source, registration_order) AS acquisition_source,
                list(DISTINCT node_source ORDER BY node_source) AS sources
-        FROM placed GROUP BY customer_id ORDER BY customer_id""")
+        FROM placed GROUP BY customer_id"""
+
+
+def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
+    """``identity.golden``: one record per customer from their source records.
+
+    When the customer records were only added to since the last build (``identity.golden_built``
+    keeps the files they were staged from, see ``stage.staged_files``), only the customers whose
+    source ids moved this run or with a record from a newer load are built again; otherwise (the
+    first run, a changed definition, a lake file changed or removed) all of them.
+    """
+    definition = hashlib.sha256(_golden_sql(config, "customers").encode()).hexdigest()[:16]
+    files = con.execute("""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
+                           FROM stage.staged_files WHERE "table" = 'customer_records'""").fetchone()[0]
+    built = con.execute("SELECT records_through, records_files FROM identity.golden_built WHERE definition = ?",
+                        [definition]).fetchall()
+    if built and set(built[0][1]) <= set(files):
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE golden_customers AS
+            SELECT customer_id FROM customers_moved
+            UNION
+            SELECT m.customer_id FROM identity.node_customer m JOIN stage.customer_records r USING (source, source_customer_id)
+            WHERE r._load_id > {built[0][0]};
+            DELETE FROM identity.golden WHERE customer_id IN (SELECT customer_id FROM golden_customers);
+            INSERT INTO identity.golden {_golden_sql(config, "golden_customers")}""")
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE identity.golden AS {_golden_sql(config, 'identity.node_customer')}"
+                    " ORDER BY customer_id")
+    con.execute("""DELETE FROM identity.golden_built;
+                   INSERT INTO identity.golden_built
+                   SELECT ?, coalesce((SELECT max(_load_id) FROM stage.customer_records), -1), ?""", [definition, files])
 
 
 def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:

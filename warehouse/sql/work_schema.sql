@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS identity.node_customer (
     PRIMARY KEY (source, source_customer_id)
 );
 
+-- What identity.golden was last built with: a digest of its SQL, the newest load of the customer
+-- records it read and the files they were staged from (warehouse/identity.py builds again only
+-- what changed since).
+CREATE TABLE IF NOT EXISTS identity.golden_built (
+    definition VARCHAR NOT NULL, records_through BIGINT NOT NULL, records_files VARCHAR[] NOT NULL
+);
+
 -- The links inside each customer of the last run (explain shows them) and the pairs left apart
 -- for review (warehouse/identity.py).
 CREATE TABLE IF NOT EXISTS identity.links (
