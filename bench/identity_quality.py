@@ -107,6 +107,7 @@ def _resolve(accept: float | None, truth: Path) -> dict:
         config["model"]["accept_probability"] = accept
     identity.load_identity_config = lambda: config
     con = open_work_db(settings)
+    con.execute("DELETE FROM identity.golden_built")  # every method builds all golden records, as a first run
     started = time.perf_counter()
     result = identity.resolve_identities(con, "bench", settings.identity_model if accept is not None else None,
                                          settings.memory_limit)
