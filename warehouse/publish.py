@@ -158,21 +158,21 @@ def _history(con: duckdb.DuckDBPyConnection, as_of: date, retention_days: int) -
         UPDATE analytics.tag_history SET valid_to = NULL WHERE valid_to >= {day};
         DELETE FROM analytics.tag_changes WHERE as_of >= {day};
         DELETE FROM analytics.tag_stats WHERE as_of = {day}""")
-    # Today's changes: the open rows whose tag moved or went, the tags that are new.  They close
-    # and open history rows and are the day's tag_changes.
+    # Today's changes: the open rows whose tag moved or went, the tags that are new (customer_tags
+    # has a value on every row, checked before publishing: a value is NULL only where there is no
+    # row).  They then close and open history rows.
     con.execute(f"""
-        CREATE TEMP TABLE todays_changes AS
-        SELECT coalesce(o.customer_id, t.customer_id) AS customer_id, coalesce(o.tag, t.tag) AS tag,
-               o.value AS old_value, t.value AS new_value, t.tag IS NOT NULL AS tagged
+        INSERT INTO analytics.tag_changes
+        SELECT {day}, coalesce(o.customer_id, t.customer_id), coalesce(o.tag, t.tag), o.value, t.value
         FROM (SELECT customer_id, tag, value FROM analytics.tag_history WHERE valid_to IS NULL) o
         FULL JOIN (SELECT customer_id, tag, value FROM analytics.customer_tags) t USING (customer_id, tag)
-        WHERE o.value IS DISTINCT FROM t.value""")
-    con.execute(f"""
-        UPDATE analytics.tag_history h SET valid_to = {day} FROM todays_changes c
-        WHERE h.valid_to IS NULL AND h.customer_id = c.customer_id AND h.tag = c.tag;
+        WHERE o.value IS DISTINCT FROM t.value;
+        UPDATE analytics.tag_history h SET valid_to = {day} FROM analytics.tag_changes c
+        WHERE c.as_of = {day} AND c.old_value IS NOT NULL
+          AND h.valid_to IS NULL AND h.customer_id = c.customer_id AND h.tag = c.tag;
         INSERT INTO analytics.tag_history
-        SELECT customer_id, tag, new_value, {day}, NULL FROM todays_changes WHERE tagged;
-        INSERT INTO analytics.tag_changes SELECT {day}, customer_id, tag, old_value, new_value FROM todays_changes;
+        SELECT customer_id, tag, new_value, {day}, NULL FROM analytics.tag_changes
+        WHERE as_of = {day} AND new_value IS NOT NULL;
         INSERT INTO analytics.tag_stats
         SELECT {day}, tag, value, count(*) AS customers,
                count(*) / (SELECT count(*) FROM analytics.customer_tags_wide) AS coverage
