@@ -292,8 +292,8 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     result.new_ids, result.merges, result.splits = counts
 
 
-def _golden_sql(config: dict, customers: str) -> str:
-    """The golden records of the customers in ``customers`` (a relation of customer_id)."""
+def _golden_sql(config: dict, customers: str | None = None) -> str:
+    """The golden records of the customers in ``customers`` (a relation of customer_id; all if None)."""
     priority = ", ".join(f"({dialect.quote(s)}, {i})" for i, s in enumerate(config["source_priority"]))
     fields = ["email", "email_key", "phone", "phone_e164", "phone_masked_key", "name", "gender", "birth_date",
               "province", "city", "member_id", "email_opt_in", "sms_opt_in"]
@@ -305,7 +305,7 @@ def _golden_sql(config: dict, customers: str) -> str:
         WITH ranked AS (
             SELECT m.customer_id, m.source AS node_source, r.* EXCLUDE (source, source_customer_id),
                    m.source_customer_id, coalesce(p.rank, 99) AS rank
-            FROM identity.node_customer m SEMI JOIN {customers} USING (customer_id)
+            FROM identity.node_customer m {f"SEMI JOIN {customers} USING (customer_id)" if customers else ""}
             LEFT JOIN stage.customer_records r USING (source, source_customer_id)
             LEFT JOIN (VALUES {priority}) AS p(source, rank) ON p.source = m.source),
         placed AS (
@@ -330,7 +330,7 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
     source ids moved this run or with a record from a newer load are built again; otherwise (the
     first run, a changed definition, a lake file changed or removed) all of them.
     """
-    definition = hashlib.sha256(_golden_sql(config, "customers").encode()).hexdigest()[:16]
+    definition = hashlib.sha256(_golden_sql(config).encode()).hexdigest()[:16]
     files = con.execute("""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
                            FROM stage.staged_files WHERE "table" = 'customer_records'""").fetchone()[0]
     built = con.execute("SELECT records_through, records_files FROM identity.golden_built WHERE definition = ?",
@@ -345,7 +345,7 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
             DELETE FROM identity.golden WHERE customer_id IN (SELECT customer_id FROM golden_customers);
             INSERT INTO identity.golden {_golden_sql(config, "golden_customers")}""")
     else:
-        con.execute(f"CREATE OR REPLACE TABLE identity.golden AS {_golden_sql(config, 'identity.node_customer')}"
+        con.execute(f"CREATE OR REPLACE TABLE identity.golden AS {_golden_sql(config)}"
                     " ORDER BY customer_id")
     con.execute("""DELETE FROM identity.golden_built;
                    INSERT INTO identity.golden_built
