@@ -5,9 +5,10 @@ The new file is written beside ``warehouse.duckdb`` and moved over it with ``os.
 a reader that opens after the swap sees the new run, nobody sees a mix, and a run that dies
 before the swap leaves the published warehouse untouched.  The new file starts as a copy of
 the published one: tag history, tag changes and tag stats are updated in it with the day's
-changes (a night costs what changed, not the length of the history kept), every other table
-is built again from the work database.  They too change only when a run publishes.  PII is
-pseudonymised here; raw values stay in the pipeline's work file.
+changes (copying the file is sequential; the SQL costs what changed, not the length of the
+history kept), every other table is built again from the work database.  They too change
+only when a run publishes.  PII is pseudonymised here; raw values stay in the pipeline's work
+file.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ HISTORY_TABLES = {
 
 def _keep_only_history(con: duckdb.DuckDBPyConnection) -> None:
     """In a copy of the previous warehouse: drop everything but the history tables, which are
-    updated in place, so a night costs what changed, not the length of the history kept."""
+    updated in place (the SQL then costs what changed, not the length of the history kept)."""
     objects = con.execute("""
         SELECT 'TABLE', schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()
         UNION ALL
