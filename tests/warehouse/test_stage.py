@@ -23,31 +23,36 @@ def _write_events(inbox: Path, name: str, events: list[tuple[str, str, str]]) ->
                     "session_id": "S1"}) + "\n" for e, u, t in events), encoding="utf-8")
 
 
-def _night(settings: Settings, run_id: str) -> tuple[str, list[tuple]]:
-    """Land, validate and stage; how events were staged and their rows."""
+ORDER_TABLES = ("orders", "order_versions", "order_lines", "order_copies")
+
+
+def _stage_night(settings: Settings, run_id: str, tables: tuple[str, ...],
+                 rebuild: bool = False) -> tuple[dict[str, str], dict[str, list[tuple]]]:
+    """Land, validate and stage (from the whole lake if ``rebuild``): how each table was staged,
+    and the rows of ``tables``."""
     con = open_work_db(settings)
     try:
         land(con, settings, run_id)
         validate(con, settings, run_id)
-        how = stage(con, settings).incremental["events"]
-        return how, _events(con)
+        if rebuild:
+            con.execute("DELETE FROM stage.staged_files")
+        how = stage(con, settings).incremental
+        return how, {t: con.execute(f"SELECT * FROM stage.{t} ORDER BY ALL").fetchall() for t in tables}
     finally:
         con.close()
 
 
-def _events(con) -> list[tuple]:
-    return con.execute("SELECT * FROM stage.events ORDER BY ALL").fetchall()
+def _night(settings: Settings, run_id: str) -> tuple[str, list[tuple]]:
+    """Land, validate and stage; how events were staged and their rows."""
+    how, rows = _stage_night(settings, run_id, ("events",))
+    return how["events"], rows["events"]
 
 
 def _rebuilt(settings: Settings) -> list[tuple]:
     """stage.events built from the whole lake (what was recorded forgotten)."""
-    con = open_work_db(settings)
-    try:
-        con.execute("DELETE FROM stage.staged_files")
-        assert stage(con, settings).incremental["events"] == "rebuilt"
-        return _events(con)
-    finally:
-        con.close()
+    how, rows = _stage_night(settings, "rebuild", ("events",), rebuild=True)
+    assert how["events"] == "rebuilt"
+    return rows["events"]
 
 
 def test_events_staged_incrementally_equal_a_full_build(settings):
@@ -93,21 +98,6 @@ def test_a_reexported_order_keeps_its_lines_from_the_newest_file(settings):
                      ("T000000003", "marketplace/orders_20250102.csv")]
 
 
-def _orders(settings: Settings, rebuild: bool = False) -> tuple[dict[str, str], dict[str, list[tuple]]]:
-    """Stage (from the whole lake if ``rebuild``): how orders and lines were staged, and the rows
-    of the order tables."""
-    con = open_work_db(settings)
-    try:
-        if rebuild:
-            con.execute("DELETE FROM stage.staged_files")
-        how = stage(con, settings).incremental
-        return ({t: how[t] for t in ("orders", "order_lines")},
-                {t: con.execute(f"SELECT * FROM stage.{t} ORDER BY ALL").fetchall()
-                 for t in ("orders", "order_versions", "order_lines", "order_copies")})
-    finally:
-        con.close()
-
-
 def test_orders_and_lines_staged_incrementally_equal_a_full_build(settings):
     buyers = [{"买家昵称": f"buyer{i}", "收货人": f"张{i}", "联系电话": f"1380000000{i}"} for i in range(1, 4)]
     write_marketplace_orders(settings.inbox, buyers, "orders_20250101.csv")
@@ -115,12 +105,8 @@ def test_orders_and_lines_staged_incrementally_equal_a_full_build(settings):
     pickup = "RP1,1,M1,,2025/01/04 10:00,S001,SKU1,美妆,1,10.00,10.00,销售,T000000005\n"  # of an order not yet exported
     (settings.inbox / "store").mkdir(parents=True)
     (settings.inbox / "store" / "pos_transactions.csv").write_bytes((header + pickup).encode("gbk"))
-    con = open_work_db(settings)
-    land(con, settings, "r1")
-    validate(con, settings, "r1")
-    con.close()
-    how, first = _orders(settings)
-    assert how == {"orders": "rebuilt", "order_lines": "rebuilt"}
+    how, first = _stage_night(settings, "r1", ORDER_TABLES)
+    assert how["orders"] == how["order_lines"] == "rebuilt"
     assert ("store", "RP1") in {r[:2] for r in first["orders"]} and first["order_copies"] == []
 
     # The next export re-sends T3 refunded and brings T5, the order the store receipt picked up.
@@ -128,43 +114,24 @@ def test_orders_and_lines_staged_incrementally_equal_a_full_build(settings):
                                                "订单状态": "已退款"},
                                               {**buyers[0], "订单编号": "T000000005", "子订单编号": "T000000005-1"}],
                              "orders_20250102.csv")
-    con = open_work_db(settings)
-    land(con, settings, "r2")
-    validate(con, settings, "r2")
-    con.close()
-    how, merged = _orders(settings)
-    assert how == {"orders": "merged", "order_lines": "merged"}
-
+    how, merged = _stage_night(settings, "r2", ORDER_TABLES)
+    assert how["orders"] == how["order_lines"] == "merged"
     assert merged["order_copies"] == [("store", "RP1", "marketplace", "T000000005")]
     assert [r[:2] for r in merged["orders"]] == [("marketplace", f"T00000000{i}") for i in (1, 2, 3, 5)]
     assert merged["orders"][2][6] == "refunded"
     lines = {r[1]: r[-3] for r in merged["order_lines"]}  # order_id -> _file
     assert lines["T000000003"] == lines["T000000005"] == "marketplace/orders_20250102.csv"
     assert lines["RP1"] == "store/pos_transactions.csv"  # a copy's lines stay; readers join stage.orders
-    assert _orders(settings, rebuild=True) == ({"orders": "rebuilt", "order_lines": "rebuilt"}, merged)
-
-
-def _records(settings: Settings, run_id: str, rebuild: bool = False) -> tuple[str, list[tuple]]:
-    """Land, validate and stage (from the whole lake if ``rebuild``): how customer records were
-    staged, and their rows."""
-    con = open_work_db(settings)
-    try:
-        land(con, settings, run_id)
-        validate(con, settings, run_id)
-        if rebuild:
-            con.execute("DELETE FROM stage.staged_files")
-        how = stage(con, settings).incremental["customer_records"]
-        return how, con.execute("SELECT * FROM stage.customer_records ORDER BY ALL").fetchall()
-    finally:
-        con.close()
+    how, rebuilt = _stage_night(settings, "r3", ORDER_TABLES, rebuild=True)
+    assert how["orders"] == how["order_lines"] == "rebuilt" and rebuilt == merged
 
 
 def test_customer_records_staged_incrementally_equal_a_full_build(settings):
     write_web_users(settings.inbox, [
         {"user_id": "U1", "email": "li@example.com", "mobile": "13812345678", "real_name": "李娜"},
         {"user_id": "U2", "email": "wang@example.com", "mobile": "13800000002", "real_name": "王伟"}])
-    how, first = _records(settings, "r1")
-    assert how == "rebuilt" and len(first) == 2
+    how, first = _stage_night(settings, "r1", ("customer_records",))
+    assert how["customer_records"] == "rebuilt" and len(first["customer_records"]) == 2
     # A later export: U1 moved (newer updated_at), U2 with an older version (the staged one stays
     # the newest though its load is older), U3 new with a phone not normalised before.
     write_web_users(settings.inbox, [
@@ -174,9 +141,10 @@ def test_customer_records_staged_incrementally_equal_a_full_build(settings):
          "updated_at": "2024-12-01T00:00:00Z"},
         {"user_id": "U3", "email": "zhao@example.com", "mobile": "+86 139-0000-0003", "real_name": "赵敏"}],
         "users_2.jsonl")
-    how, merged = _records(settings, "r2")
-    assert how == "merged"
-    by_id = {r[1]: r for r in merged}
+    how, merged = _stage_night(settings, "r2", ("customer_records",))
+    assert how["customer_records"] == "merged"
+    by_id = {r[1]: r for r in merged["customer_records"]}
     assert by_id["U1"][13] == "北京" and by_id["U2"][3] == "wang@example.com"
     assert by_id["U3"][6] == "+8613900000003"
-    assert _records(settings, "r3", rebuild=True) == ("rebuilt", merged)
+    how, rebuilt = _stage_night(settings, "r3", ("customer_records",), rebuild=True)
+    assert how["customer_records"] == "rebuilt" and rebuilt == merged
