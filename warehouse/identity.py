@@ -327,7 +327,8 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
 
     When the customer records were only added to since the last build (``identity.golden_built``
     keeps the files they were staged from, see ``stage.staged_files``), only the customers whose
-    source ids moved this run or with a record from a newer load are built again; otherwise (the
+    source ids moved this run (``customers_moved``, from :func:`_assign_stable_ids`) or with a
+    record from a newer load are built again; otherwise (the
     first run, a changed definition, a lake file changed or removed) all of them.
     """
     definition = hashlib.sha256(_golden_sql(config).encode()).hexdigest()[:16]
