@@ -272,18 +272,15 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     con.execute("""
         CREATE OR REPLACE TEMP TABLE node_customer_now AS
         SELECT c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
+        CREATE OR REPLACE TEMP TABLE nodes_left AS
+        SELECT * FROM identity.node_customer ANTI JOIN node_customer_now USING (source, source_customer_id, customer_id);
+        CREATE OR REPLACE TEMP TABLE nodes_joined AS
+        SELECT * FROM node_customer_now ANTI JOIN identity.node_customer USING (source, source_customer_id, customer_id);
         CREATE OR REPLACE TEMP TABLE customers_moved AS
-        SELECT customer_id FROM identity.node_customer ANTI JOIN node_customer_now
-            USING (source, source_customer_id, customer_id)
-        UNION
-        SELECT customer_id FROM node_customer_now ANTI JOIN identity.node_customer
-            USING (source, source_customer_id, customer_id);
-        DELETE FROM identity.node_customer m
-        WHERE NOT EXISTS (SELECT 1 FROM node_customer_now n
-                          WHERE n.source = m.source AND n.source_customer_id = m.source_customer_id
-                            AND n.customer_id = m.customer_id);
-        INSERT INTO identity.node_customer
-        SELECT * FROM node_customer_now ANTI JOIN identity.node_customer USING (source, source_customer_id)
+        SELECT customer_id FROM nodes_left UNION SELECT customer_id FROM nodes_joined;
+        DELETE FROM identity.node_customer
+        WHERE (source, source_customer_id) IN (SELECT source, source_customer_id FROM nodes_left);
+        INSERT INTO identity.node_customer SELECT * FROM nodes_joined
         ORDER BY 1, 2""")
     counts = con.execute(f"""SELECT count(*) FILTER (WHERE is_new),
         (SELECT count(*) FROM ops.identity_changes WHERE run_id = {dialect.quote(run_id)} AND change = 'merge'),
