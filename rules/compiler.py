@@ -106,6 +106,24 @@ def _rows_read(features: list[Feature], as_of: date, lookback_days: int) -> exp.
     return exp.or_(*conditions)
 
 
+def rows_read_sql(rules: RuleSet, entity: str, as_of: date, lookback_days: int) -> str | None:
+    """The condition on ``feature_<entity>``'s columns that keeps every row some feature of the
+    entity reads, or None when a feature reads them all.  The features stage builds the
+    relation with it: ``active_days_30`` needs 30 days of activity, not 730.  The same rule as
+    the grouping's (``_rows_read``), so a customer with no row kept gets what its empty FILTER
+    gave; ``top`` features filter their rows anyway."""
+    features = [f for f in rules.features.values() if f.entity == entity]
+    grouped = [f for f in features if f.aggregate != "top"]
+    conditions = [] if not grouped else [_rows_read(grouped, as_of, lookback_days)]
+    for feature in features:
+        if feature.aggregate == "top":
+            own = _conditions(feature, as_of, lookback_days)
+            conditions.append(exp.and_(*own) if own else None)
+    if not conditions or any(c is None for c in conditions):
+        return None
+    return exp.or_(*conditions).sql(dialect=DIALECT)
+
+
 def _percent_rank(score: Score) -> exp.Expression:
     """``percent_rank()`` of the scored feature among the customers ``among`` selects."""
     direction = "" if score.higher_is_better else " DESC"

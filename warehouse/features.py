@@ -26,7 +26,7 @@ import yaml
 from sqlglot import exp
 
 from rules.bgnbd import fit_bgnbd, p_alive_sql
-from rules.compiler import DIALECT, features_sql
+from rules.compiler import DIALECT, features_sql, rows_read_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
@@ -52,8 +52,21 @@ def city_tiers() -> list[tuple[str, str]]:
     return [(city, tier) for tier, cities in data.items() for city in cities]
 
 
-def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> None:
+def _kept(select: str, condition: str | None) -> str:
+    """``select``'s rows that ``condition`` keeps (all of them for None)."""
+    return select if condition is None else f"SELECT * FROM ({select}) WHERE {condition}"
+
+
+def _feature_relations(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, settings: Settings) -> None:
+    """The relations above.  Order lines, activity and interactions hold only the rows some
+    feature reads (``rows_read_sql``); orders hold all, for the gaps between them."""
+    timezone = settings.timezone
     day = f"DATE {dialect.quote(as_of.isoformat())}"
+
+    def create(relation: str, select: str, entity: str) -> None:
+        condition = rows_read_sql(rules, entity, as_of, settings.lookback_days)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS {_kept(select, condition)}")
+
     order_date = dialect.local_date("o.ordered_at", timezone)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feature_orders AS
@@ -66,34 +79,37 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
             "lag(order_date) OVER (PARTITION BY customer_id, status = 'paid' ORDER BY ordered_at, source, order_id)",
             "order_date")} END AS gap_days
         FROM linked""")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE feature_order_lines AS
+    create("feature_order_lines", """
         SELECT o.customer_id, o.order_date, o.status, l.category, l.quantity,
                CAST(l.quantity * l.unit_price AS DECIMAL(18, 2)) AS line_amount
-        FROM stage.order_lines l JOIN feature_orders o USING (source, order_id)""")
+        FROM stage.order_lines l JOIN feature_orders o USING (source, order_id)""", "order_lines")
     event_date = dialect.local_date("e.occurred_at", timezone)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE feature_activity AS
+    create("feature_activity", f"""
         SELECT DISTINCT customer_id, activity_date, kind FROM (
             SELECT m.customer_id, {event_date} AS activity_date, 'event' AS kind
             FROM stage.events e JOIN identity.node_customer m USING (source, source_customer_id)
             UNION ALL
             SELECT customer_id, order_date, 'order' FROM feature_orders)
-        WHERE activity_date <= {day}""")
+        WHERE activity_date <= {day}""", "activity")
     interaction_date = dialect.local_date("i.occurred_at", timezone)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE feature_interactions AS
+    create("feature_interactions", f"""
         SELECT m.customer_id, {interaction_date} AS interaction_date, i.occurred_at, i.kind, i.channel, i.rating
         FROM stage.interactions i JOIN identity.node_customer m USING (source, source_customer_id)
-        WHERE {interaction_date} <= {day}""")
+        WHERE {interaction_date} <= {day}""", "interactions")
+    # Read from the sources, not from feature_activity, which may hold only recent days.
     registered = dialect.local_date("r.registered_at", timezone)
+    first_event = dialect.local_date("min(occurred_at)", timezone)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feature_customers AS
         SELECT DISTINCT m.customer_id
         FROM identity.node_customer m LEFT JOIN stage.customer_records r USING (source, source_customer_id)
         WHERE {registered} <= {day}
         UNION
-        SELECT customer_id FROM feature_activity""")
+        SELECT customer_id FROM feature_orders
+        UNION
+        SELECT m.customer_id
+        FROM (SELECT source, source_customer_id FROM stage.events GROUP BY ALL HAVING {first_event} <= {day}) e
+        JOIN identity.node_customer m USING (source, source_customer_id)""")
     tiers = ", ".join(f"({dialect.quote(city)}, {dialect.quote(tier)})" for city, tier in city_tiers())
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feature_profile AS
@@ -112,14 +128,16 @@ def _add_models(con: duckdb.DuckDBPyConnection, rules: RuleSet,
     fitted: dict[str, dict[str, float]] = {}
     columns = []
     for model in rules.models.values():
-        x, t_x, T = con.execute(f"""
-            SELECT {model.purchases} - 1, {model.first_to_last_days} / {model.unit_days}.0,
-                   {model.age_days} / {model.unit_days}.0
-            FROM {relation} WHERE {model.purchases} >= 1 AND {model.age_days} >= 0""").fetchnumpy().values()
+        # Customers with equal summaries are counted in SQL: the fit weighs each summary once.
+        x, t_x, T, counts = con.execute(f"""
+            SELECT {model.purchases} - 1 AS x, {model.first_to_last_days} / {model.unit_days}.0 AS t_x,
+                   {model.age_days} / {model.unit_days}.0 AS T, count(*)
+            FROM {relation} WHERE {model.purchases} >= 1 AND {model.age_days} >= 0
+            GROUP BY ALL""").fetchnumpy().values()
         if len(x) == 0:
             columns.append(exp.alias_(exp.cast(exp.null(), "double"), model.id).sql(dialect=DIALECT))
             continue
-        params = fit_bgnbd(x, t_x, T)
+        params = fit_bgnbd(x, t_x, T, counts)
         fitted[model.id] = params.as_dict()
         value = p_alive_sql(params, exp.column(model.purchases), exp.column(model.first_to_last_days),
                             exp.column(model.age_days), model.unit_days)
@@ -132,7 +150,7 @@ def customer_features_sql(con: duckdb.DuckDBPyConnection, settings: Settings, ru
     """Build the feature relations and fit the models in temp tables; return the query of the
     finished feature table (one row per customer) and the fitted model parameters.  Reads
     ``stage`` and ``identity`` only, so it also runs on a read-only work database (rules diff)."""
-    _feature_relations(con, as_of, settings.timezone)
+    _feature_relations(con, rules, as_of, settings)
     sql = features_sql(rules, as_of, settings.lookback_days)
     con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {sql}")
     fitted, model_columns = _add_models(con, rules, "base_features")

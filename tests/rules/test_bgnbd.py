@@ -81,3 +81,19 @@ def test_the_fit_refuses_impossible_inputs():
         fit_bgnbd(np.array([1]), np.array([5.0]), np.array([2.0]))
     with pytest.raises(ValueError, match="at least one customer"):
         fit_bgnbd(np.array([]), np.array([]), np.array([]))
+
+
+def test_the_likelihood_gradient_is_exact():
+    """The fit follows the analytic gradient: it must agree with finite differences, at the
+    start point and near the optimum, with and without repeat buyers of every frequency."""
+    from scipy.optimize import check_grad
+
+    from rules.bgnbd import _negative_log_likelihood, _Summaries
+
+    data = cdnow_summary()
+    xs, txs, Ts = (data[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    summaries = _Summaries.of(xs, txs, Ts, np.full(len(xs), 1 / len(xs)))
+    for point in ([0.0, 3.0, 0.0, 0.0], np.log([0.243, 4.414, 0.793, 2.426]), [1.0, -1.0, 2.0, -0.5]):
+        error = check_grad(lambda p: _negative_log_likelihood(p, summaries)[0],
+                           lambda p: _negative_log_likelihood(p, summaries)[1], np.asarray(point, float))
+        assert error < 1e-6

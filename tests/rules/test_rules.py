@@ -183,7 +183,7 @@ def test_customers_whose_rows_all_fall_outside_the_windows_get_what_reading_ever
     assert "WHERE\n        activity_date >= CAST('2026-10-23' AS DATE)" in pushed
     with duckdb.connect() as con:
         create_feature_relations(con, 4)  # c3 has no rows at all
-        con.execute("""
+        inserts = """
             INSERT INTO feature_orders (customer_id, order_date, ordered_at, amount, status, channel) VALUES
                 ('c0', DATE '2024-01-02', DATE '2024-01-02', 50, 'paid', 'web'),      -- before the lookback
                 ('c0', DATE '2026-11-20', DATE '2026-11-20', 20, 'refunded', 'web'),
@@ -194,11 +194,27 @@ def test_customers_whose_rows_all_fall_outside_the_windows_get_what_reading_ever
             INSERT INTO feature_interactions (customer_id, interaction_date, occurred_at, kind, channel) VALUES
                 ('c0', DATE '2026-01-05', DATE '2026-01-05', 'complaint', 'phone'),
                 ('c1', DATE '2026-11-11', DATE '2026-11-11', 'complaint', 'chat'),
-                ('c2', DATE '2026-11-11', DATE '2026-11-11', 'question', 'chat');""")
+                ('c2', DATE '2026-11-11', DATE '2026-11-11', 'question', 'chat');"""
+        con.execute(inserts)
         got = con.execute(f"SELECT * FROM ({pushed}) ORDER BY customer_id").fetchall()
         monkeypatch.setattr(compiler, "_rows_read", lambda *args: None)
         every_row = con.execute(f"SELECT * FROM ({features_sql(rules, day, 730)}) ORDER BY customer_id").fetchall()
     assert got == every_row and len(got) == 4
+    # The features stage builds each relation with only the rows some feature reads: the same features.
+    monkeypatch.undo()
+    with duckdb.connect() as con:
+        create_feature_relations(con, 4)
+        con.execute(inserts)
+        kept = {entity: compiler.rows_read_sql(rules, entity, day, 730) for entity in FEATURE_ENTITIES}
+        assert kept["activity"] == "activity_date >= CAST('2026-10-23' AS DATE)"
+        for entity, condition in kept.items():
+            if condition is not None:
+                con.execute(f"DELETE FROM feature_{entity} WHERE NOT coalesce({condition}, false)")
+        assert con.execute("SELECT count(*) FROM feature_activity").fetchone() == (1,)
+        assert con.execute(f"SELECT * FROM ({pushed}) ORDER BY customer_id").fetchall() == every_row
+    every_day = replace(rules.features["active_days_30"], id="active_days", window_days=None)
+    assert compiler.rows_read_sql(replace(rules, features={**rules.features, "active_days": every_day}),
+                                  "activity", day, 730) is None  # a feature reading every row keeps them all
     counts = [f for f in rules.features.values() if f.aggregate == "count" and f.default == 0]
     assert rows_read(counts, day, 730) is not None
     assert rows_read([replace(counts[0], default=None)], day, 730) is None  # 0 over no rows, NULL if absent
