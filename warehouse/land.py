@@ -1,8 +1,10 @@
 """Land: read new source files through their connectors into raw Parquet, with a manifest.
 
-Every file under ``<inbox>/<connector>/`` that a connector claims is checksummed.  A file whose
-bytes were landed before (a re-delivery, even under another name) is recorded as ``duplicate``
-and skipped; a file the connector cannot read at all is recorded as ``failed`` with the reason.
+Every file under ``<inbox>/<connector>/`` that a connector claims is checksummed; the checksum
+of a file whose size and modification time are those it had when last hashed is taken from
+``ops.inbox_checksums`` (the inbox keeps every delivery, so each night would otherwise read
+them all again: 4.6 GB at 1M customers).  A file whose bytes were landed before (a
+re-delivery, even under another name) is recorded as ``duplicate`` and skipped; a file the connector cannot read at all is recorded as ``failed`` with the reason.
 Each (file, entity) the connector produces becomes one immutable Parquet file in the lake and
 one ``landed`` row in ``ops.loads``, waiting for validation.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,15 +146,27 @@ def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,
              if (settings.inbox / name).is_dir()
              for path in sorted(p for p in (settings.inbox / name).rglob("*") if p.is_file())
              if connector.readers_for(path.name)]
+    known = {file: (size, modified, checksum) for file, size, modified, checksum
+             in con.execute("SELECT file, bytes, modified_ns, checksum FROM ops.inbox_checksums").fetchall()}
     # The checksums are computed ahead on a thread (hashlib and file reads release the GIL), so
     # hashing a large file (2.4 s for the 3.4 GB event file at 1M customers) overlaps landing
     # the files before it.
     hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksum")
     try:
-        checksums = [hashing.submit(_sha256, path) for _, path in files]
-        for (connector, path), checksum in zip(files, checksums):
+        checksums = []
+        for _, path in files:
+            stat = path.stat()
+            size, modified, checksum = known.get(str(path.relative_to(settings.inbox)), (None, None, None))
+            if (size, modified) == (stat.st_size, stat.st_mtime_ns):
+                checksums.append((stat, _done(checksum)))
+            else:
+                checksums.append((stat, hashing.submit(_sha256, path)))
+        for (connector, path), (stat, checksum) in zip(files, checksums):
             result.files_seen += 1
             con.execute("BEGIN")
+            # The size and time seen before hashing: a file changed while being hashed is hashed again.
+            con.execute("INSERT OR REPLACE INTO ops.inbox_checksums VALUES (?, ?, ?, ?)",
+                        [str(path.relative_to(settings.inbox)), stat.st_size, stat.st_mtime_ns, checksum.result()])
             _land_file(con, settings, run_id, connector, path, checksum.result(), result)
             con.execute("COMMIT")
     finally:
@@ -160,11 +174,18 @@ def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,
     return result
 
 
+def _done(value: str) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 def forget_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
     """For a full rebuild: mark every landed file superseded and delete the lake, so the next
     land reads every inbox file again.  Customer ids and published history are kept."""
     forgotten = con.execute("UPDATE ops.loads SET status = 'superseded' WHERE status <> 'superseded'"
                             " RETURNING load_id").fetchall()
+    con.execute("DELETE FROM ops.inbox_checksums")  # every file is read again
     shutil.rmtree(settings.lake, ignore_errors=True)
     log.info("full rebuild: %d manifest rows superseded, lake cleared", len(forgotten))
     return len(forgotten)

@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS ops.loads (
     landed_at TIMESTAMPTZ NOT NULL
 );
 
+-- Each inbox file's checksum as last computed (warehouse/land.py): a file whose size and
+-- modification time are unchanged since is not read again to hash it.
+CREATE TABLE IF NOT EXISTS ops.inbox_checksums (
+    file VARCHAR PRIMARY KEY,           -- path relative to the inbox
+    bytes BIGINT NOT NULL,
+    modified_ns BIGINT NOT NULL,
+    checksum VARCHAR NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ops.quarantine (
     run_id VARCHAR NOT NULL,
     load_id BIGINT NOT NULL,
