@@ -17,7 +17,7 @@ import resource
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -134,6 +134,19 @@ def _give_back_memory() -> None:
         pass
 
 
+@contextmanager
+def _heap_frozen():
+    """Leave the objects alive as the run starts (the modules of Prefect, GX, pandas: 370,000
+    and more) out of garbage collection while it runs: each of _give_back_memory's collections
+    then scans only what the run made, and took 0.3 s instead.  Given back to the collector
+    after the run, so nothing is kept that would otherwise be freed."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _timed(record: RunRecord, name: str, call: Callable):
     started, cpu = time.perf_counter(), time.process_time()
     result = call()
@@ -159,7 +172,7 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     rules = load_rules()
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     record = RunRecord(run_id=run_id, as_of=day)
-    with run_lock(settings):
+    with run_lock(settings), _heap_frozen():
         _in_work_db(settings, lambda con: start_run(con, record))
         logger.info("run %s for as_of %s, data in %s", run_id, day, settings.data_dir)
         try:
