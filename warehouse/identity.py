@@ -270,8 +270,9 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     # Only the rows whose customer changed are rewritten: deleting and inserting all 1.65M rows of
     # this keyed table at 1M customers made the run's commit take 21 s on a night that changed few.
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE node_customer_now AS
-        SELECT c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
+        CREATE OR REPLACE TEMP TABLE node_ids AS
+        SELECT c.node, c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
+        CREATE OR REPLACE TEMP TABLE node_customer_now AS SELECT source, source_customer_id, customer_id FROM node_ids;
         CREATE OR REPLACE TEMP TABLE nodes_left AS
         SELECT * FROM identity.node_customer ANTI JOIN node_customer_now USING (source, source_customer_id, customer_id);
         CREATE OR REPLACE TEMP TABLE nodes_joined AS
@@ -354,15 +355,13 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
     """``identity.links``: the links inside each customer (what explain shows); ``identity.review``:
     scored pairs left apart (below the acceptance probability, or resting on support fields only)
     and links a limit rejected, between records that ended up in different customers."""
-    ends = """JOIN nodes na ON na.node = x.a JOIN nodes nb ON nb.node = x.b
-              JOIN identity.node_customer ca ON ca.source = na.source AND ca.source_customer_id = na.source_customer_id
-              JOIN identity.node_customer cb ON cb.source = nb.source AND cb.source_customer_id = nb.source_customer_id"""
+    ends = "JOIN node_ids na ON na.node = x.a JOIN node_ids nb ON nb.node = x.b"  # the node's record and customer
     con.execute(f"""
         CREATE OR REPLACE TABLE identity.links AS
-        SELECT ca.customer_id, na.source AS source_a, na.source_customer_id AS source_customer_id_a,
+        SELECT na.customer_id, na.source AS source_a, na.source_customer_id AS source_customer_id_a,
                nb.source AS source_b, nb.source_customer_id AS source_customer_id_b, x.kind, x.probability
         FROM links x {ends}
-        WHERE ca.customer_id = cb.customer_id
+        WHERE na.customer_id = nb.customer_id
         ORDER BY 1, 2, 3, 4, 5""")
     con.execute(f"""
         CREATE OR REPLACE TABLE identity.review AS
@@ -373,11 +372,11 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
             FROM scored WHERE NOT accepted
             UNION ALL
             SELECT r.a, r.b, r.probability, NULL, r.kind || ' link not made: ' || r.reason FROM rejected r)
-        SELECT {dialect.quote(run_id)} AS run_id, ca.customer_id AS customer_id_a, na.source AS source_a,
-               na.source_customer_id AS source_customer_id_a, cb.customer_id AS customer_id_b, nb.source AS source_b,
+        SELECT {dialect.quote(run_id)} AS run_id, na.customer_id AS customer_id_a, na.source AS source_a,
+               na.source_customer_id AS source_customer_id_a, nb.customer_id AS customer_id_b, nb.source AS source_b,
                nb.source_customer_id AS source_customer_id_b, x.probability, x.agreeing, x.reason
         FROM candidates x {ends}
-        WHERE ca.customer_id <> cb.customer_id
+        WHERE na.customer_id <> nb.customer_id
         QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST) = 1
         ORDER BY x.probability DESC NULLS LAST, 2, 5""")
     result.review_pairs = con.execute("SELECT count(*) FROM identity.review").fetchall()[0][0]
