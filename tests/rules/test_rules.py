@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rules.compiler import ENTITY_DATES, features_sql, tag_select, tags_sql
+from rules.compiler import ENTITY_DATES, features_sql, tag_entry, tags_sql
 from rules.model import FEATURE_ENTITIES
 from rules.errors import RuleErrors
 from rules.model import load_rules, rules_dir
@@ -40,23 +40,23 @@ def test_rule_tests_written_beside_the_rules_pass():
 
 def test_golden_sql_for_a_tag():
     tag = load_rules().tags["activity_level"]
-    assert tag_select(tag).sql(dialect="duckdb") == (
-        "SELECT customer_id, 'activity_level' AS tag, CASE WHEN active_days_30 >= 15 THEN 'high' "
-        "WHEN active_days_30 >= 4 THEN 'medium' WHEN active_days_30 >= 1 THEN 'low' ELSE 'inactive' END AS value, "
-        "CAST(NULL AS DOUBLE) AS score FROM features")
+    assert tag_entry(tag).sql(dialect="duckdb") == (
+        "{'tag': 'activity_level', 'value': CASE WHEN active_days_30 >= 15 THEN 'high' "
+        "WHEN active_days_30 >= 4 THEN 'medium' WHEN active_days_30 >= 1 THEN 'low' ELSE 'inactive' END, "
+        "'score': CAST(NULL AS DOUBLE)}")
 
 
 def test_golden_sql_for_a_list_tag_and_a_computed_tag():
     rules = load_rules()
     exclusion = rules.marketing_exclusion
-    assert tag_select(rules.tags["contact_preference"], exclusion=exclusion).sql(dialect="duckdb") == (
-        "SELECT customer_id, 'contact_preference' AS tag, CASE WHEN COALESCE(age_years < 14, FALSE) THEN "
+    assert tag_entry(rules.tags["contact_preference"], exclusion=exclusion).sql(dialect="duckdb") == (
+        "{'tag': 'contact_preference', 'value': CASE WHEN COALESCE(age_years < 14, FALSE) THEN "
         "CAST(NULL AS TEXT) ELSE COALESCE(NULLIF(RTRIM(CASE WHEN email_opt_in THEN 'email,' ELSE '' END || "
-        "CASE WHEN sms_opt_in THEN 'sms,' ELSE '' END, ','), ''), 'none') END AS value, "
-        "CAST(NULL AS DOUBLE) AS score FROM features")
-    assert tag_select(rules.tags["p_alive"]).sql(dialect="duckdb") == (
-        "SELECT customer_id, 'p_alive' AS tag, CASE WHEN TRUE AND NOT p_alive IS NULL THEN "
-        "CAST(ROUND(p_alive, 4) AS TEXT) ELSE NULL END AS value, CAST(p_alive AS DOUBLE) AS score FROM features")
+        "CASE WHEN sms_opt_in THEN 'sms,' ELSE '' END, ','), ''), 'none') END, "
+        "'score': CAST(NULL AS DOUBLE)}")
+    assert tag_entry(rules.tags["p_alive"]).sql(dialect="duckdb") == (
+        "{'tag': 'p_alive', 'value': CASE WHEN TRUE AND NOT p_alive IS NULL THEN "
+        "CAST(ROUND(p_alive, 4) AS TEXT) ELSE NULL END, 'score': CAST(p_alive AS DOUBLE)}")
 
 
 @pytest.fixture()
