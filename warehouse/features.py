@@ -26,7 +26,7 @@ import yaml
 from sqlglot import exp
 
 from rules.bgnbd import fit_bgnbd, p_alive_sql
-from rules.compiler import DIALECT, features_sql, rows_read_sql
+from rules.compiler import DIALECT, base_features_sql, rows_read_sql, scores_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
@@ -129,11 +129,12 @@ def _add_models(con: duckdb.DuckDBPyConnection, rules: RuleSet,
     columns = []
     for model in rules.models.values():
         # Customers with equal summaries are counted in SQL: the fit weighs each summary once.
+        # In a fixed order, so the fit's sums, and p_alive to the last digit, repeat run to run.
         x, t_x, T, counts = con.execute(f"""
             SELECT {model.purchases} - 1 AS x, {model.first_to_last_days} / {model.unit_days}.0 AS t_x,
                    {model.age_days} / {model.unit_days}.0 AS T, count(*)
             FROM {relation} WHERE {model.purchases} >= 1 AND {model.age_days} >= 0
-            GROUP BY ALL""").fetchnumpy().values()
+            GROUP BY ALL ORDER BY ALL""").fetchnumpy().values()
         if len(x) == 0:
             columns.append(exp.alias_(exp.cast(exp.null(), "double"), model.id).sql(dialect=DIALECT))
             continue
@@ -151,8 +152,9 @@ def customer_features_sql(con: duckdb.DuckDBPyConnection, settings: Settings, ru
     finished feature table (one row per customer) and the fitted model parameters.  Reads
     ``stage`` and ``identity`` only, so it also runs on a read-only work database (rules diff)."""
     _feature_relations(con, rules, as_of, settings)
-    sql = features_sql(rules, as_of, settings.lookback_days)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {sql}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE unscored_features AS "
+                f"{base_features_sql(rules, as_of, settings.lookback_days)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {scores_sql(rules, 'unscored_features')}")
     fitted, model_columns = _add_models(con, rules, "base_features")
     return f"SELECT *{''.join(', ' + c for c in model_columns)} FROM base_features ORDER BY customer_id", fitted
 
