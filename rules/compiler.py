@@ -124,6 +124,13 @@ def rows_read_sql(rules: RuleSet, entity: str, as_of: date, lookback_days: int) 
     return exp.or_(*conditions).sql(dialect=DIALECT)
 
 
+def earliest_date_read(rules: RuleSet, entity: str, as_of: date, lookback_days: int) -> date | None:
+    """The first day any feature of ``entity`` reads (the earliest window start), or None when
+    a feature reads every day."""
+    starts = [_window_start(f, as_of, lookback_days) for f in rules.features.values() if f.entity == entity]
+    return None if not starts or None in starts else min(starts)
+
+
 def _percent_rank(score: Score) -> exp.Expression:
     """``percent_rank()`` of the scored feature among the customers ``among`` selects."""
     direction = "" if score.higher_is_better else " DESC"

@@ -18,7 +18,7 @@ as columns in SQL, so the table the tags read holds every name a rule may use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from importlib.resources import files
 
 import duckdb
@@ -26,7 +26,7 @@ import yaml
 from sqlglot import exp
 
 from rules.bgnbd import fit_bgnbd, p_alive_sql
-from rules.compiler import DIALECT, base_features_sql, rows_read_sql, scores_sql
+from rules.compiler import DIALECT, base_features_sql, earliest_date_read, rows_read_sql, scores_sql
 from rules.model import RuleSet
 from warehouse import dialect
 from warehouse.faults import failpoint
@@ -84,10 +84,16 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: da
                CAST(l.quantity * l.unit_price AS DECIMAL(18, 2)) AS line_amount
         FROM stage.order_lines l JOIN feature_orders o USING (source, order_id)""", "order_lines")
     event_date = dialect.local_date("e.occurred_at", timezone)
+    # Events before the first day read are skipped on the stored time, before converting it to a
+    # business date: a day earlier in UTC covers every zone's offset.
+    first_day = earliest_date_read(rules, "activity", as_of, settings.lookback_days)
+    recent = "true" if first_day is None else \
+        f"e.occurred_at >= TIMESTAMPTZ {dialect.quote(f'{first_day - timedelta(days=1)} 00:00:00+00')}"
     create("feature_activity", f"""
         SELECT DISTINCT customer_id, activity_date, kind FROM (
             SELECT m.customer_id, {event_date} AS activity_date, 'event' AS kind
             FROM stage.events e JOIN identity.node_customer m USING (source, source_customer_id)
+            WHERE {recent}
             UNION ALL
             SELECT customer_id, order_date, 'order' FROM feature_orders)
         WHERE activity_date <= {day}""", "activity")

@@ -212,9 +212,11 @@ def test_customers_whose_rows_all_fall_outside_the_windows_get_what_reading_ever
                 con.execute(f"DELETE FROM feature_{entity} WHERE NOT coalesce({condition}, false)")
         assert con.execute("SELECT count(*) FROM feature_activity").fetchone() == (1,)
         assert con.execute(f"SELECT * FROM ({pushed}) ORDER BY customer_id").fetchall() == every_row
+    assert compiler.earliest_date_read(rules, "activity", day, 730) == date(2026, 10, 23)
     every_day = replace(rules.features["active_days_30"], id="active_days", window_days=None)
-    assert compiler.rows_read_sql(replace(rules, features={**rules.features, "active_days": every_day}),
-                                  "activity", day, 730) is None  # a feature reading every row keeps them all
+    reads_all = replace(rules, features={**rules.features, "active_days": every_day})
+    assert compiler.rows_read_sql(reads_all, "activity", day, 730) is None  # a feature reading every row keeps them all
+    assert compiler.earliest_date_read(reads_all, "activity", day, 730) is None
     counts = [f for f in rules.features.values() if f.aggregate == "count" and f.default == 0]
     assert rows_read(counts, day, 730) is not None
     assert rows_read([replace(counts[0], default=None)], day, 730) is None  # 0 over no rows, NULL if absent
