@@ -6,6 +6,7 @@ DuckDB-only functions directly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,19 @@ def connect(path: Path | str, memory_limit: str = "4GB", read_only: bool = False
             con.execute(f"SET temp_directory = '{temp_dir}'")
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_share(limit: str, share: float) -> str:
+    """``share`` of a DuckDB memory limit such as ``2GB`` or ``512MiB``, as a limit DuckDB
+    accepts; the limit itself when it is not of that form."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", limit.lower())
+    if match is None or match.group(2) not in MEMORY_UNITS:
+        return limit
+    return f"{int(float(match.group(1)) * MEMORY_UNITS[match.group(2)] * share)}B"
 
 
 def quote(text: str) -> str:

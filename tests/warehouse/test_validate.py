@@ -264,3 +264,26 @@ def test_the_gx_config_is_written_once_with_the_docs_not_at_every_batch(settings
     assert config.read_text(encoding="utf-8") == written
     quality.build_docs()
     assert all(f"events.jsonl__event rows {i}" in config.read_text(encoding="utf-8") for i in range(3))
+
+
+def test_validation_gives_duckdb_half_its_memory_limit_and_restores_it(settings, monkeypatch):
+    import warehouse.validate
+    from warehouse.dialect import memory_share
+
+    assert [memory_share(limit, 0.5) for limit in ("2GB", "512MiB", "1.5 GB", "80%")] == \
+        ["1000000000B", "268435456B", "750000000B", "80%"]  # a form DuckDB reads, or the limit as it is
+    settings = replace(settings, memory_limit="2GB")
+    write_web_users(settings.inbox, [{"user_id": "U1", "email": "ok@example.com"}])
+    limits = []
+    validate_batch = warehouse.validate._validate_batch
+
+    def recording(con, *args):
+        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        return validate_batch(con, *args)
+
+    monkeypatch.setattr(warehouse.validate, "_validate_batch", recording)
+    with closing(open_work_db(settings)) as con:
+        land(con, settings, "r1")
+        warehouse.validate.validate(con, settings, "r1")
+        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    assert limits == ["953.6 MiB", "1.8 GiB"]  # 10^9 bytes while validating, 2 GB after
