@@ -11,6 +11,9 @@ before ``as_of`` in the business time zone (point-in-time):
 - ``feature_profile``: one row per customer from the golden record: age on as_of, birth month,
   gender, province, city, city tier (warehouse/city_tiers.yaml), opt-ins, membership.
 
+Order lines, activity and interactions hold only the rows some feature reads: with every
+activity feature windowed to 30 days, ``feature_activity`` holds 30 days, not 730.
+
 Model features (BG/NBD ``p_alive``) are fitted on the computed features of this run and added
 as columns in SQL, so the table the tags read holds every name a rule may use.
 """
@@ -58,8 +61,8 @@ def _kept(select: str, condition: str | None) -> str:
 
 
 def _feature_relations(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, settings: Settings) -> None:
-    """The relations above.  Order lines, activity and interactions hold only the rows some
-    feature reads (``rows_read_sql``); orders hold all, for the gaps between them."""
+    """The relations above; ``rows_read_sql`` says which rows some feature reads.  Orders are
+    kept whole, for the gaps between them."""
     timezone = settings.timezone
     day = f"DATE {dialect.quote(as_of.isoformat())}"
 
