@@ -272,11 +272,11 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
     con.execute("""
         CREATE OR REPLACE TEMP TABLE node_ids AS
         SELECT c.node, c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
-        CREATE OR REPLACE TEMP TABLE node_customer_now AS SELECT source, source_customer_id, customer_id FROM node_ids;
         CREATE OR REPLACE TEMP TABLE nodes_left AS
-        SELECT * FROM identity.node_customer ANTI JOIN node_customer_now USING (source, source_customer_id, customer_id);
+        SELECT * FROM identity.node_customer ANTI JOIN node_ids USING (source, source_customer_id, customer_id);
         CREATE OR REPLACE TEMP TABLE nodes_joined AS
-        SELECT * FROM node_customer_now ANTI JOIN identity.node_customer USING (source, source_customer_id, customer_id);
+        SELECT source, source_customer_id, customer_id
+        FROM node_ids ANTI JOIN identity.node_customer USING (source, source_customer_id, customer_id);
         CREATE OR REPLACE TEMP TABLE customers_moved AS
         SELECT customer_id FROM nodes_left UNION SELECT customer_id FROM nodes_joined;
         DELETE FROM identity.node_customer
