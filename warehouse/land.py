@@ -4,7 +4,8 @@ Every file under ``<inbox>/<connector>/`` that a connector claims is checksummed
 of a file whose size and modification time are those it had when last hashed is taken from
 ``ops.inbox_checksums`` (the inbox keeps every delivery, so each night would otherwise read
 them all again: 4.6 GB at 1M customers).  A file whose bytes were landed before (a
-re-delivery, even under another name) is recorded as ``duplicate`` and skipped; a file the connector cannot read at all is recorded as ``failed`` with the reason.
+re-delivery, even under another name) is recorded as ``duplicate`` and skipped; a file the
+connector cannot read at all is recorded as ``failed`` with the reason.
 Each (file, entity) the connector produces becomes one immutable Parquet file in the lake and
 one ``landed`` row in ``ops.loads``, waiting for validation.
 """
@@ -155,18 +156,18 @@ def land(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str,
     try:
         checksums = []
         for _, path in files:
-            stat = path.stat()
-            size, modified, checksum = known.get(str(path.relative_to(settings.inbox)), (None, None, None))
+            file, stat = str(path.relative_to(settings.inbox)), path.stat()
+            size, modified, checksum = known.get(file, (None, None, None))
             if (size, modified) == (stat.st_size, stat.st_mtime_ns):
-                checksums.append((stat, _done(checksum)))
+                checksums.append((file, stat, _done(checksum)))
             else:
-                checksums.append((stat, hashing.submit(_sha256, path)))
-        for (connector, path), (stat, checksum) in zip(files, checksums):
+                checksums.append((file, stat, hashing.submit(_sha256, path)))
+        for (connector, path), (file, stat, checksum) in zip(files, checksums):
             result.files_seen += 1
             con.execute("BEGIN")
             # The size and time seen before hashing: a file changed while being hashed is hashed again.
             con.execute("INSERT OR REPLACE INTO ops.inbox_checksums VALUES (?, ?, ?, ?)",
-                        [str(path.relative_to(settings.inbox)), stat.st_size, stat.st_mtime_ns, checksum.result()])
+                        [file, stat.st_size, stat.st_mtime_ns, checksum.result()])
             _land_file(con, settings, run_id, connector, path, checksum.result(), result)
             con.execute("COMMIT")
     finally:

@@ -15,6 +15,7 @@ Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -272,8 +273,9 @@ def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) ->
             con.execute("BEGIN")
             _validate_batch(con, settings, run_id, quality, load, result)
             con.execute("COMMIT")
-    finally:
-        con.execute(f"SET memory_limit = {dialect.quote(settings.memory_limit)}")
+    finally:  # after a DuckDB error the transaction refuses it; that error goes on, unmasked
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET memory_limit = {dialect.quote(settings.memory_limit)}")
     quality.build_docs()
     unbalanced = con.execute("SELECT file, entity, rows_in, rows_loaded, rows_quarantined FROM ops.loads"
                              " WHERE status IN ('validated', 'rejected')"
