@@ -68,7 +68,8 @@ def _negative_log_likelihood(log_params: np.ndarray, s: _Summaries) -> tuple[flo
     xv, xi = s.x_values, s.x_index
     gamma_terms = gammaln(r + xv) - gammaln(r) + gammaln(a + b) + gammaln(b + xv) - gammaln(b) - gammaln(a + b + xv)
     repeat_base = np.maximum(b + xv - 1, 1e-12)  # x = 0 has no A4 term
-    log_alpha_T, log_alpha_tx = np.log(alpha + s.T_values)[s.T_index], np.log(alpha + s.t_x_values)[s.t_x_index]
+    alpha_T, alpha_tx = alpha + s.T_values, alpha + s.t_x_values  # per distinct value
+    log_alpha_T, log_alpha_tx = np.log(alpha_T)[s.T_index], np.log(alpha_tx)[s.t_x_index]
     a3 = -(r + s.x) * log_alpha_T
     a4 = np.where(s.x > 0, (np.log(a) - np.log(repeat_base))[xi] - (r + s.x) * log_alpha_tx, -np.inf)
     # log(exp(a3) + exp(a4)) and the share w4 of exp(a4) in it, with one exp and one log per customer
@@ -77,7 +78,7 @@ def _negative_log_likelihood(log_params: np.ndarray, s: _Summaries) -> tuple[flo
     w4 = np.where(a4 > a3, 1, smaller_over_larger) / (1 + smaller_over_larger)
     w3 = 1 - w4
     d_r = (digamma(r + xv) - digamma(r))[xi] + np.log(alpha) - w3 * log_alpha_T - w4 * log_alpha_tx
-    d_alpha = r / alpha - (r + s.x) * (w3 / (alpha + s.T_values)[s.T_index] + w4 / (alpha + s.t_x_values)[s.t_x_index])
+    d_alpha = r / alpha - (r + s.x) * (w3 / alpha_T[s.T_index] + w4 / alpha_tx[s.t_x_index])
     d_a = (digamma(a + b) - digamma(a + b + xv))[xi] + w4 / a
     d_b = (digamma(a + b) + digamma(b + xv) - digamma(b) - digamma(a + b + xv))[xi] - w4 / repeat_base[xi]
     value = -float(s.weights @ (gamma_terms[xi] + r * np.log(alpha) + log_sum))

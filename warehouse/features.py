@@ -55,11 +55,6 @@ def city_tiers() -> list[tuple[str, str]]:
     return [(city, tier) for tier, cities in data.items() for city in cities]
 
 
-def _kept(select: str, condition: str | None) -> str:
-    """``select``'s rows that ``condition`` keeps (all of them for None)."""
-    return select if condition is None else f"SELECT * FROM ({select}) WHERE {condition}"
-
-
 def _feature_relations(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, settings: Settings) -> None:
     """The relations above; ``rows_read_sql`` says which rows some feature reads.  Orders are
     kept whole, for the gaps between them."""
@@ -67,8 +62,10 @@ def _feature_relations(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: da
     day = f"DATE {dialect.quote(as_of.isoformat())}"
 
     def create(relation: str, select: str, entity: str) -> None:
+        """``select``'s rows that some feature of ``entity`` reads, as ``relation``."""
         condition = rows_read_sql(rules, entity, as_of, settings.lookback_days)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS {_kept(select, condition)}")
+        kept = select if condition is None else f"SELECT * FROM ({select}) WHERE {condition}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS {kept}")
 
     order_date = dialect.local_date("o.ordered_at", timezone)
     con.execute(f"""
