@@ -7,14 +7,17 @@ Generates the sample into a temporary data directory (or, with --sample-dir, onc
 folder and hard-linked from there on later runs of the same size and seed: generating 1M
 customers takes minutes) and holds back the marketplace's newest export.  Then, each in a fresh process (its own wall time and peak memory):
 
-1. the full nightly through the real Prefect flow (local mode), as of the day before the end;
+1. the full nightly through the real Prefect flow, as of the day before the end: in local mode
+   (Prefect starts its temporary server), or against the Prefect server PREFECT_API_URL names,
+   as a deployment runs (the JSON's ``prefect_api`` says which);
 2. the floor: every stage written by hand in DuckDB SQL on the same inbox (bench/floors.py);
 3. the held-back file is delivered and the incremental nightly runs for the end date.
 
 Per stage: wall and CPU seconds (process CPU, all threads), rows, floor seconds and our time
-over the floor; per run: Prefect's share (flow wall time not spent in a stage, including the
-start of Prefect's temporary local server), peak RSS.  Writes
-<out>/pipeline-<customers>.json with the machine it ran on.  A measurement, not a test.
+over the floor; per run: Prefect's share (flow wall time not spent in a stage, including, in
+local mode, the start of Prefect's temporary server), peak RSS.  Writes
+<out>/pipeline-<customers>.json (pipeline-<customers>-prefect-server.json against a running
+server) with the machine it ran on.  A measurement, not a test.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
 
 AS_OF = date(2026, 11, 21)
+LOCAL_PREFECT = "temporary local server"
 
 
 def _generate(inbox: Path, customers: int, days: int, seed: int) -> dict:
@@ -71,6 +75,12 @@ def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:
     seconds = floors(inbox, as_of, scratch, memory_limit)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"stage_seconds": seconds, "peak_rss_mib": peak_rss_mib()}
+
+
+def _prefect_api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or LOCAL_PREFECT
 
 
 def _run_summary(run: dict, floor: dict | None = None) -> dict:
@@ -127,9 +137,11 @@ def main() -> None:
         "validation_overhead": round((full_run["stages"]["validate"]["wall_s"]
                                       + full_run["stages"]["core_checks"]["wall_s"]) / guarded, 3),
         "incremental": _run_summary(incremental),
+        "prefect_api": _prefect_api(),
         "machine": machine(), "measured_on": time.strftime("%Y-%m-%d"),
     }
-    write_result(f"pipeline-{args.customers}", report, args.out)
+    server = "" if report["prefect_api"] == LOCAL_PREFECT else "-prefect-server"
+    write_result(f"pipeline-{args.customers}{server}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

@@ -11,15 +11,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline_timing import LOCAL_PREFECT
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "core_checks", "publish"]
 MARK = "<!-- measured -->"
 IDENTITY_MARK = "<!-- identity -->"
 
 
+def _local_prefect(report: dict) -> bool:
+    """Whether the run started Prefect's temporary server (local mode) rather than going to a
+    running one, as a deployment does (results before this was recorded were all local)."""
+    return report.get("prefect_api", LOCAL_PREFECT) == LOCAL_PREFECT
+
+
+def _prefect_share(report: dict, run: dict) -> str:
+    return f"{100 * run['prefect_share']:.1f}%" + ("" if _local_prefect(report) else " (Prefect server)")
+
+
 def table() -> str:
     results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("pipeline-*.json")),
-                     key=lambda r: r["customers"])
+                     key=lambda r: (r["customers"], not _local_prefect(r)))
     machine = results[-1]["machine"]
     lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
              f"{machine['python']}, {machine['platform']}.", "",
@@ -34,7 +46,7 @@ def table() -> str:
                  f"{full['stages'][s]['over_floor']}x" for s in STAGES]
         lines.append(f"| {r['customers']:,} | {full['stages']['land']['rows']:,} | " + " | ".join(cells)
                      + f" | {full['stages_total_s']:.1f} | {r['floor']['total_s']:.1f} | {r['full_over_floor']}x "
-                       f"| {100 * full['prefect_share']:.0f}% | {100 * r['validation_overhead']:.0f}% "
+                       f"| {_prefect_share(r, full)} | {100 * r['validation_overhead']:.0f}% "
                        f"| {full['peak_rss_mib']:.0f} | {r['memory_limit']} | {r['measured_on']} |")
     lines += ["", "Incremental nightly (one new marketplace export, the next day):", "",
               "| customers | rows landed | " + " | ".join(STAGES) + " | stages total | flow wall | Prefect share "
@@ -43,7 +55,7 @@ def table() -> str:
         inc = r["incremental"]
         lines.append(f"| {r['customers']:,} | {inc['stages']['land']['rows']:,} | "
                      + " | ".join(f"{inc['stages'][s]['wall_s']:.1f}" for s in STAGES)
-                     + f" | {inc['stages_total_s']:.1f} | {inc['flow_wall_s']:.1f} | {100 * inc['prefect_share']:.0f}% "
+                     + f" | {inc['stages_total_s']:.1f} | {inc['flow_wall_s']:.1f} | {_prefect_share(r, inc)} "
                        f"| {inc['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
 

@@ -27,3 +27,4 @@ def test_the_pipeline_benchmark_runs_on_a_tiny_sample(tmp_path):
         assert timing["wall_s"] > 0 and timing["floor_s"] > 0 and timing["over_floor"] > 0
     assert report["incremental"]["stages"]["land"]["rows"] > 0          # the held-back export landed
     assert 0 < report["full"]["prefect_share"] < 1
+    assert report["prefect_api"] == (os.environ.get("PREFECT_API_URL") or "temporary local server")
