@@ -5,8 +5,8 @@ The new file is written beside ``warehouse.duckdb`` and moved over it with ``os.
 a reader that opens after the swap sees the new run, nobody sees a mix, and a run that dies
 before the swap leaves the published warehouse untouched.  The new file starts as a copy of
 the published one: tag history, tag changes and tag stats are updated in it with the day's
-changes (copying the file is sequential; the SQL costs what changed, not the length of the
-history kept), every other table is built again from the work database.  They too change
+changes (the SQL costs what changed; the copy grows with the history kept), every other table
+is built again from the work database.  They too change
 only when a run publishes.  PII is pseudonymised here; raw values stay in the pipeline's work
 file.
 """
