@@ -44,7 +44,7 @@ def _generate(inbox: Path, customers: int, days: int, seed: int) -> dict:
     return {"sample": sample, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib()}
 
 
-def _sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None) -> dict:
+def sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None) -> dict:
     """Generate the sample into ``inbox``, or link a kept one generated with the same arguments."""
     if sample_dir is None:
         return in_fresh_process(_generate, inbox, customers, days, seed)
@@ -58,7 +58,21 @@ def _sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path 
     return json.loads(described.read_text(encoding="utf-8"))
 
 
-def _nightly(as_of: date) -> dict:
+def hold_back_newest_export(inbox: Path, held: Path) -> Path:
+    """Move the marketplace's export of AS_OF (and its re-send) out of the inbox into ``held``,
+    so the first night runs without it."""
+    held.mkdir()
+    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
+        late.rename(held / late.name)
+    return held
+
+
+def deliver_held_back(held: Path, inbox: Path) -> None:
+    for late in held.iterdir():
+        late.rename(inbox / "marketplace" / late.name)
+
+
+def nightly_run(as_of: date) -> dict:
     from pipelines.nightly import nightly
 
     started, cpu = time.perf_counter(), time.process_time()
@@ -112,17 +126,13 @@ def main() -> None:
     data = scratch_data_dir("tagwright-bench-")
     inbox = data / "inbox"
 
-    generated = _sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
-    held = data.parent / "held"
-    held.mkdir()
-    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
-        late.rename(held / late.name)
+    generated = sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
+    held = hold_back_newest_export(inbox, data.parent / "held")
     full_day = AS_OF - timedelta(days=1)
-    full = in_fresh_process(_nightly, full_day)
+    full = in_fresh_process(nightly_run, full_day)
     floor = in_fresh_process(_floors, inbox, full_day, data.parent / "floor", args.memory_limit)
-    for late in held.iterdir():
-        late.rename(inbox / "marketplace" / late.name)
-    incremental = in_fresh_process(_nightly, AS_OF)
+    deliver_held_back(held, inbox)
+    incremental = in_fresh_process(nightly_run, AS_OF)
 
     full_run = _run_summary(full, floor["stage_seconds"])
     floor_total = round(sum(floor["stage_seconds"].values()), 2)

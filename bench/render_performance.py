@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/render_performance.py
 
-Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json) and the two
-``<!-- identity -->`` markers (identity-*.json) in docs/performance.md.
+Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json), the two
+``<!-- identity -->`` markers (identity-*.json) and the two ``<!-- history -->`` markers
+(history-*.json) in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "core_checks", "publish"]
 MARK = "<!-- measured -->"
 IDENTITY_MARK = "<!-- identity -->"
+HISTORY_MARK = "<!-- history -->"
 
 
 def _local_prefect(report: dict) -> bool:
@@ -81,6 +83,19 @@ def identity_table() -> str:
     return "\n".join(lines)
 
 
+def history_table() -> str:
+    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("history-*.json")),
+                     key=lambda r: r["customers"])
+    lines = ["| customers | nights of history | file MiB | tag_history rows | tag_changes rows | publish s "
+             "| of which copying the file s | peak RSS MiB | measured |", "| --- " * 9 + "|"]
+    for r in results:
+        for run in r["runs"]:
+            lines.append(f"| {r['customers']:,} | {run['nights_of_history']} | {run['file_mib']:,} "
+                         f"| {run['history_rows']:,} | {run['change_rows']:,} | {run['publish_s']:.1f} "
+                         f"| {run['copy_s']:.1f} | {run['peak_rss_mib']:.0f} | {r['measured_on']} |")
+    return "\n".join(lines)
+
+
 def _replace(text: str, mark: str, content: str) -> str:
     head, _, rest = text.partition(mark)
     _, _, tail = rest.partition(mark)
@@ -90,7 +105,8 @@ def _replace(text: str, mark: str, content: str) -> str:
 def main() -> None:
     doc = ROOT / "docs" / "performance.md"
     text = _replace(doc.read_text(encoding="utf-8"), MARK, table())
-    doc.write_text(_replace(text, IDENTITY_MARK, identity_table()), encoding="utf-8")
+    text = _replace(text, IDENTITY_MARK, identity_table())
+    doc.write_text(_replace(text, HISTORY_MARK, history_table()), encoding="utf-8")
 
 
 if __name__ == "__main__":

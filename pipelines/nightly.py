@@ -203,7 +203,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
         _in_work_db(settings, lambda con: finish_run(con, record))
     for warning in record.warnings:
         logger.warning(warning)
-    logger.info("published %s (%s)", published.warehouse, record.status)
+    copied = (f", starting from a copy of the last one ({published.copied_bytes >> 20} MiB in "
+              f"{published.copy_seconds:.1f} s; it grows with the tag history kept)" if published.copied_bytes else "")
+    logger.info("published %s (%s)%s", published.warehouse, record.status, copied)
     create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published, data_docs_index(settings)),
                              description=f"tagwright nightly run for {day}")
     create_table_artifact(key="nightly-quality", table=_in_work_db(settings, lambda con: quality_summary(con, run_id)),

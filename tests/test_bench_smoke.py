@@ -28,3 +28,16 @@ def test_the_pipeline_benchmark_runs_on_a_tiny_sample(tmp_path):
     assert report["incremental"]["stages"]["land"]["rows"] > 0          # the held-back export landed
     assert 0 < report["full"]["prefect_share"] < 1
     assert report["prefect_api"] == (os.environ.get("PREFECT_API_URL") or "temporary local server")
+
+
+@pytest.mark.e2e
+def test_the_history_benchmark_publishes_over_more_nights(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TAGWRIGHT_PII_KEY": "bench-key"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "history_growth.py"), "--customers", "300", "--days", "120",
+                    "--nights", "0", "5", "--memory-limit", "1GB", "--out", str(tmp_path)],
+                   check=True, env=env, cwd=ROOT, timeout=600)
+    two, seven = json.loads((tmp_path / "history-300.json").read_text())["runs"]
+    assert (two["nights_of_history"], seven["nights_of_history"]) == (2, 7)
+    assert seven["change_rows"] > two["change_rows"] and seven["history_rows"] > two["history_rows"]
+    for run in (two, seven):
+        assert run["publish_s"] > run["copy_s"] > 0 and run["copied_mib"] == run["file_mib"]

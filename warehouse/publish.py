@@ -13,8 +13,10 @@ file.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,12 +31,16 @@ from warehouse.faults import failpoint
 from warehouse.settings import Settings
 from warehouse.tagging import overrides_in_force_sql
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PublishResult:
     warehouse: Path
     export: Path
     tables: dict[str, int]
+    copied_bytes: int = 0        # the published file copied to start from: grows with the history kept
+    copy_seconds: float = 0.0
 
     @property
     def row_count(self) -> int:
@@ -237,9 +243,13 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
     for stale in target.parent.glob(f".{target.name}.*.building*"):
         stale.unlink()  # left by a killed run; we hold the run lock, so nobody else is building
     con = None
+    copied_bytes, copy_seconds = 0, 0.0
     try:
         if target.exists():
+            started = time.perf_counter()
             shutil.copyfile(target, building)  # the history tables come with it
+            copied_bytes, copy_seconds = building.stat().st_size, time.perf_counter() - started
+            log.info("copied the published warehouse (%d MiB) in %.1f s", copied_bytes >> 20, copy_seconds)
         con = dialect.connect(building, settings.memory_limit)
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
@@ -266,7 +276,8 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
         building.unlink(missing_ok=True)
         raise
     os.replace(building, target)
-    return PublishResult(warehouse=target, export=export, tables=tables)
+    return PublishResult(warehouse=target, export=export, tables=tables, copied_bytes=copied_bytes,
+                         copy_seconds=copy_seconds)
 
 
 def _export(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, run_id: str) -> Path:

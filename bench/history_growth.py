@@ -1,0 +1,106 @@
+"""Publishing over a long tag history: the nightly publish timed with more earlier nights kept.
+
+    .venv/bin/python bench/history_growth.py --customers 1000000 --nights 0 180 365
+        [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
+
+The pipeline benchmark publishes the second night of a history; a warehouse that has run for
+months publishes over a long one, and each publish starts from a byte copy of the published
+file.  This runs the nightly for the day before the sample's end and for the end date (the
+marketplace's newest export held back for the second, as in pipeline_timing.py), then, for
+each number of nights N, makes N earlier nights of history by repeating the end date's tag
+changes on the N days before the first run (the change rows, and the history rows they
+closed), and publishes the end date again over it, in a fresh process.  Records the file's
+size and rows, the publish's seconds and its copy of the file.  Writes
+<out>/history-<customers>.json with the machine it ran on.  A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
+from pipeline_timing import AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, sample
+
+REPEATED = AS_OF  # the night whose changes are repeated on earlier days
+
+
+def _add_earlier_nights(warehouse: Path, nights: int, memory_limit: str) -> dict:
+    """``nights`` made-up nights before the first published day: REPEATED's changes again on each."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        first = con.execute("SELECT min(as_of) FROM analytics.tag_changes").fetchone()[0]
+        con.execute("CREATE TEMP TABLE repeated AS SELECT * FROM analytics.tag_changes WHERE as_of = ?", [REPEATED])
+        for night in range(1, nights + 1):
+            day = first - timedelta(days=night)
+            con.execute("INSERT INTO analytics.tag_changes SELECT ?, customer_id, tag, old_value, new_value"
+                        " FROM repeated", [day])
+            con.execute("INSERT INTO analytics.tag_history SELECT customer_id, tag, old_value, ?, ? FROM repeated"
+                        " WHERE old_value IS NOT NULL", [day - timedelta(days=30), day])
+        con.execute("CHECKPOINT")
+        history, changes = con.execute("SELECT (SELECT count(*) FROM analytics.tag_history),"
+                                       " (SELECT count(*) FROM analytics.tag_changes)").fetchone()
+    return {"history_rows": history, "change_rows": changes}
+
+
+def _publish(as_of: date) -> dict:
+    from pipelines.nightly import _use_the_system_allocator
+    from rules.model import load_rules
+    from warehouse.publish import publish
+    from warehouse.runs import RunRecord
+    from warehouse.settings import Settings
+
+    _use_the_system_allocator()
+    started = time.perf_counter()
+    result = publish(Settings.from_env(), load_rules(), RunRecord(run_id=f"history-{time.time_ns()}", as_of=as_of))
+    return {"publish_s": round(time.perf_counter() - started, 2), "copy_s": round(result.copy_seconds, 4),
+            "copied_mib": result.copied_bytes >> 20, "peak_rss_mib": peak_rss_mib()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=20000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--nights", type=int, nargs="+", default=[0, 180, 365],
+                        help="earlier nights of history to publish over, one run each")
+    parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"))
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
+    parser.add_argument("--sample-dir", type=Path, default=None,
+                        help="keep generated samples here and reuse them (generating 1M customers takes minutes)")
+    args = parser.parse_args()
+    os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
+    data = scratch_data_dir("tagwright-history-")
+    inbox = data / "inbox"
+    sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
+    held = hold_back_newest_export(inbox, data.parent / "held")
+    for day, run in ((AS_OF - timedelta(days=1), "first"), (AS_OF, "second")):
+        if run == "second":
+            deliver_held_back(held, inbox)
+        status = in_fresh_process(nightly_run, day)["status"]
+        if status not in ("success", "degraded"):
+            raise SystemExit(f"the {run} nightly ended {status}")
+    warehouse = data / "warehouse.duckdb"
+    two_nights = data.parent / "two_nights.duckdb"
+    shutil.copyfile(warehouse, two_nights)
+    runs = []
+    for nights in sorted(args.nights):
+        shutil.copyfile(two_nights, warehouse)
+        rows = in_fresh_process(_add_earlier_nights, warehouse, nights, args.memory_limit)
+        size_mib = warehouse.stat().st_size >> 20
+        runs.append({"nights_of_history": nights + 2, "file_mib": size_mib, **rows, **in_fresh_process(_publish, AS_OF)})
+    report = {"customers": args.customers, "days": args.days, "seed": args.seed, "memory_limit": args.memory_limit,
+              "repeated_night": REPEATED.isoformat(), "runs": runs,
+              "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
+    write_result(f"history-{args.customers}", report, args.out)
+    shutil.rmtree(data.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
