@@ -16,7 +16,6 @@ size and rows, the publish's seconds and its copy of the file.  Writes
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import time
@@ -24,7 +23,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
-from pipeline_timing import AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, sample
+from pipeline_timing import (AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, sample,
+                             sample_arguments)
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -64,16 +64,9 @@ def _publish(as_of: date) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--customers", type=int, default=20000)
-    parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--seed", type=int, default=7)
+    parser = sample_arguments(__doc__)
     parser.add_argument("--nights", type=int, nargs="+", default=[0, 180, 365],
                         help="earlier nights of history to publish over, one run each")
-    parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"))
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
-    parser.add_argument("--sample-dir", type=Path, default=None,
-                        help="keep generated samples here and reuse them (generating 1M customers takes minutes)")
     args = parser.parse_args()
     os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir("tagwright-history-")

@@ -111,8 +111,9 @@ def _run_summary(run: dict, floor: dict | None = None) -> dict:
             "status": run["status"], "peak_rss_mib": run["peak_rss_mib"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sample_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark on the sample takes: its size, the memory limit, where to write."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=7)
@@ -121,7 +122,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
     parser.add_argument("--sample-dir", type=Path, default=None,
                         help="keep the generated sample here and reuse it for the same size and seed")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = sample_arguments(__doc__).parse_args()
     os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir("tagwright-bench-")
     inbox = data / "inbox"
