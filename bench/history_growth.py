@@ -1,17 +1,19 @@
-"""Publishing over a long tag history: the nightly publish timed with more earlier nights kept.
+"""Nightly runs over a long tag history: the same night run again with more earlier nights kept.
 
     .venv/bin/python bench/history_growth.py --customers 1000000 --nights 0 180 365
         [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
 
 The pipeline benchmark publishes the second night of a history; a warehouse that has run for
 months publishes over a long one, and each publish starts from a byte copy of the published
-file.  This runs the nightly for the day before the sample's end and for the end date (the
-marketplace's newest export held back for the second, as in pipeline_timing.py), then, for
-each number of nights N, makes N earlier nights of history by repeating the end date's tag
-changes on the N days before the first run (the change rows, and the history rows they
-closed), and publishes the end date again over it, in a fresh process.  Records the file's
-size and rows, the publish's seconds and its copy of the file.  Writes
-<out>/history-<customers>.json with the machine it ran on.  A measurement, not a test.
+file (made on a thread while the stages before publishing run).  This runs the nightly for the
+day before the sample's end and for the end date (the marketplace's newest export held back
+for the second, as in pipeline_timing.py), then, for each number of nights N, makes N earlier
+nights of history by repeating the end date's tag changes on the N days before the first run
+(the change rows, and the history rows they closed), and runs the end date's nightly again
+over it, in a fresh process (no new file: landing and staging keep what they have).  Records
+the file's size and rows, the stages' seconds, and the copy's: how long it took and how long
+publishing waited for it.  Writes <out>/history-<customers>.json with the machine it ran on.
+A measurement, not a test.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
+from common import in_fresh_process, machine, scratch_data_dir, write_result
 from pipeline_timing import (AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, sample,
                              sample_arguments)
 
@@ -49,20 +51,6 @@ def _add_earlier_nights(warehouse: Path, nights: int, memory_limit: str) -> dict
     return {"history_rows": history, "change_rows": changes}
 
 
-def _publish(as_of: date) -> dict:
-    from pipelines.nightly import _use_the_system_allocator
-    from rules.model import load_rules
-    from warehouse.publish import publish
-    from warehouse.runs import RunRecord
-    from warehouse.settings import Settings
-
-    _use_the_system_allocator()
-    started = time.perf_counter()
-    result = publish(Settings.from_env(), load_rules(), RunRecord(run_id=f"history-{time.time_ns()}", as_of=as_of))
-    return {"publish_s": round(time.perf_counter() - started, 2), "copy_s": round(result.copy_seconds, 4),
-            "copied_mib": result.copied_bytes >> 20, "peak_rss_mib": peak_rss_mib()}
-
-
 def main() -> None:
     parser = sample_arguments(__doc__)
     parser.add_argument("--nights", type=int, nargs="+", default=[0, 180, 365],
@@ -87,7 +75,11 @@ def main() -> None:
         shutil.copyfile(two_nights, warehouse)
         rows = in_fresh_process(_add_earlier_nights, warehouse, nights, args.memory_limit)
         size_mib = warehouse.stat().st_size >> 20
-        runs.append({"nights_of_history": nights + 2, "file_mib": size_mib, **rows, **in_fresh_process(_publish, AS_OF)})
+        night = in_fresh_process(nightly_run, AS_OF)
+        runs.append({"nights_of_history": nights + 2, "file_mib": size_mib, **rows, "status": night["status"],
+                     "stages_s": round(sum(night["stage_seconds"].values()), 2),
+                     "publish_s": night["stage_seconds"]["publish"], **night["publish_copy"],
+                     "peak_rss_mib": night["peak_rss_mib"]})
     report = {"customers": args.customers, "days": args.days, "seed": args.seed, "memory_limit": args.memory_limit,
               "repeated_night": REPEATED.isoformat(), "runs": runs,
               "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}

@@ -80,7 +80,8 @@ def nightly_run(as_of: date) -> dict:
     return {"wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(time.process_time() - cpu, 2),
             "stage_seconds": result["stage_seconds"], "stage_cpu_seconds": result["stage_cpu_seconds"],
             "stage_peak_rss_mib": result["stage_peak_rss_mib"],
-            "row_counts": result["row_counts"], "status": result["status"], "peak_rss_mib": peak_rss_mib()}
+            "row_counts": result["row_counts"], "status": result["status"], "publish_copy": result["publish_copy"],
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:

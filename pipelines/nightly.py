@@ -32,7 +32,7 @@ from warehouse.core_checks import check_core_tables
 from warehouse.features import compute_features
 from warehouse.identity import resolve_identities
 from warehouse.land import forget_lake, land
-from warehouse.publish import latest_published_as_of, publish
+from warehouse.publish import WarehouseCopy, latest_published_as_of, publish
 from warehouse.quality import data_docs_index
 from warehouse.runs import RunRecord, finish_run, run_lock, start_run
 from warehouse.settings import Settings
@@ -91,8 +91,8 @@ def core_checks_task(settings: Settings, rules: RuleSet, run_id: str):
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_task(settings: Settings, rules: RuleSet, record: RunRecord):
-    return publish(settings, rules, record)
+def publish_task(settings: Settings, rules: RuleSet, record: RunRecord, copy: WarehouseCopy):
+    return publish(settings, rules, record, copy)
 
 
 def default_as_of(settings: Settings) -> date:
@@ -175,6 +175,7 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     with run_lock(settings), _heap_frozen():
         _in_work_db(settings, lambda con: start_run(con, record))
         logger.info("run %s for as_of %s, data in %s", run_id, day, settings.data_dir)
+        copy = None
         try:
             if full_rebuild:
                 _in_work_db(settings, lambda con: forget_lake(con, settings))
@@ -183,6 +184,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             staged = _timed(record, "stage", lambda: stage_task(settings))
             logger.info("staged incrementally: %s (kept: no new file; merged: new files only; rebuilt: whole lake)",
                         ", ".join(f"{table} {how}" for table, how in staged.incremental.items()))
+            # Publishing starts from a copy of the published file, as large as the history kept:
+            # made on a thread while the CPU-bound stages below run.
+            copy = WarehouseCopy(settings, run_id)
             identity = _timed(record, "resolve_identities", lambda: identity_task(settings, run_id))
             logger.info("identity: %d source customers -> %d customers; merged by link kind: %s; %d pairs for review",
                         identity.source_customers, identity.customers,
@@ -195,16 +199,19 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             record.warnings += (landed.failures + validated.rejected + identity.warnings + tagged.warnings
                                 + checked.warnings)
             record.status = "degraded" if landed.failures or validated.rejected else "success"
-            published = _timed(record, "publish", lambda: publish_task(settings, rules, record))
+            published = _timed(record, "publish", lambda: publish_task(settings, rules, record, copy))
         except BaseException as exc:
+            if copy is not None:
+                copy.discard()
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             _in_work_db(settings, lambda con: finish_run(con, record))
             raise
         _in_work_db(settings, lambda con: finish_run(con, record))
     for warning in record.warnings:
         logger.warning(warning)
-    copied = (f", starting from a copy of the last one ({published.copied_bytes >> 20} MiB in "
-              f"{published.copy_seconds:.1f} s; it grows with the tag history kept)" if published.copied_bytes else "")
+    copied = (f", starting from a copy of the last one ({published.copied_bytes >> 20} MiB, copied in "
+              f"{published.copy_seconds:.1f} s during the run, {published.copy_wait_seconds:.1f} s of it waited for; "
+              "it grows with the tag history kept)" if published.copied_bytes else "")
     logger.info("published %s (%s)%s", published.warehouse, record.status, copied)
     create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published, data_docs_index(settings)),
                              description=f"tagwright nightly run for {day}")
@@ -216,6 +223,8 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             "stage_peak_rss_mib": record.stage_peak_rss_mib,
             "row_counts": record.row_counts,
             "tables": published.tables, "warnings": record.warnings,
+            "publish_copy": {"copied_mib": published.copied_bytes >> 20, "copy_s": round(published.copy_seconds, 4),
+                             "waited_s": round(published.copy_wait_seconds, 4)},
             "data_docs": str(data_docs_index(settings))}
 
 

@@ -4,19 +4,21 @@ The new file is written beside ``warehouse.duckdb`` and moved over it with ``os.
 (an atomic rename on POSIX): a reader that opened the old file keeps reading the old run,
 a reader that opens after the swap sees the new run, nobody sees a mix, and a run that dies
 before the swap leaves the published warehouse untouched.  The new file starts as a copy of
-the published one: tag history, tag changes and tag stats are updated in it with the day's
-changes (the SQL costs what changed; the copy grows with the history kept), every other table
-is built again from the work database.  They too change
-only when a run publishes.  PII is pseudonymised here; raw values stay in the pipeline's work
-file.
+the published one (made while the run's other stages work, :class:`WarehouseCopy`): tag
+history, tag changes and tag stats are updated in it with the day's changes (the SQL costs
+what changed; the copy grows with the history kept), every other table is built again from
+the work database.  They too change only when a run publishes.  PII is pseudonymised here;
+raw values stay in the pipeline's work file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,7 +42,8 @@ class PublishResult:
     export: Path
     tables: dict[str, int]
     copied_bytes: int = 0        # the published file copied to start from: grows with the history kept
-    copy_seconds: float = 0.0
+    copy_seconds: float = 0.0    # how long that copy took (on its thread, while other stages ran)
+    copy_wait_seconds: float = 0.0  # how long publishing waited for it
 
     @property
     def row_count(self) -> int:
@@ -232,24 +235,68 @@ def latest_published_as_of(settings: Settings) -> date | None:
         return con.execute("SELECT max(as_of) FROM analytics.tag_stats").fetchone()[0]
 
 
-def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishResult:
+class WarehouseCopy:
+    """The published warehouse copied, on a thread, to the file this run's publish builds in.
+
+    The copy holds the whole tag history kept, so it grows night after night (gigabytes at a
+    million customers after months); it is disk-bound, and the stages before publishing are
+    CPU-bound, so the nightly starts it before them and publishing waits only for what is left.
+    Only publishing and ``tagwright forget`` write the published file, both under the run lock
+    the run holds: the copy cannot go stale while it waits.
+    """
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        target = settings.warehouse
+        self.path = target.with_name(f".{target.name}.{run_id}.building")
+        self.discarded = False
+        for stale in target.parent.glob(f".{target.name}.*.building*"):
+            stale.unlink()  # left by a killed run; we hold the run lock, so nobody else is building
+        self._copied = None
+        if target.exists():
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-copy")
+            self._copied = pool.submit(_copy_file, target, self.path)
+            pool.shutdown(wait=False)  # its thread ends with the copy
+
+    def wait(self) -> tuple[int, float]:
+        """(bytes, seconds) of the finished copy, (0, 0.0) before the first publish; raises what
+        the copy raised."""
+        return self._copied.result() if self._copied is not None else (0, 0.0)
+
+    def discard(self) -> None:
+        """The run will not publish from it (it failed, or publishing failed and a retry copies
+        afresh): wait for the copy to end and delete it."""
+        self.discarded = True
+        with contextlib.suppress(Exception):  # a copy that failed left nothing to keep
+            self.wait()
+        self.path.unlink(missing_ok=True)
+
+
+def _copy_file(source: Path, target: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    shutil.copyfile(source, target)
+    return target.stat().st_size, time.perf_counter() - started
+
+
+def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: WarehouseCopy | None = None) -> PublishResult:
     """Build the new warehouse file from the work database and swap it in.
 
     ``record`` is this run's ledger row as it will finish; it is published with the run.
+    ``copy`` is the published file's copy the run started earlier (see :class:`WarehouseCopy`);
+    without one, or after it was discarded, publishing copies the file itself first.
     """
     as_of, run_id = record.as_of, record.run_id
     target = settings.warehouse
-    building = target.with_name(f".{target.name}.{run_id}.building")
-    for stale in target.parent.glob(f".{target.name}.*.building*"):
-        stale.unlink()  # left by a killed run; we hold the run lock, so nobody else is building
+    if copy is None or copy.discarded:
+        copy = WarehouseCopy(settings, run_id)
+    building = copy.path
     con = None
-    copied_bytes, copy_seconds = 0, 0.0
     try:
-        if target.exists():
-            started = time.perf_counter()
-            shutil.copyfile(target, building)  # the history tables come with it
-            copied_bytes, copy_seconds = building.stat().st_size, time.perf_counter() - started
-            log.info("copied the published warehouse (%d MiB) in %.1f s", copied_bytes >> 20, copy_seconds)
+        waiting = time.perf_counter()
+        copied_bytes, copy_seconds = copy.wait()  # the history tables come with it
+        copy_wait_seconds = time.perf_counter() - waiting
+        if copied_bytes:
+            log.info("started from a copy of the published warehouse (%d MiB, copied in %.1f s; waited %.1f s)",
+                     copied_bytes >> 20, copy_seconds, copy_wait_seconds)
         con = dialect.connect(building, settings.memory_limit)
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
@@ -273,11 +320,11 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord) -> PublishRes
     except BaseException:
         if con is not None:
             con.close()
-        building.unlink(missing_ok=True)
+        copy.discard()
         raise
     os.replace(building, target)
     return PublishResult(warehouse=target, export=export, tables=tables, copied_bytes=copied_bytes,
-                         copy_seconds=copy_seconds)
+                         copy_seconds=copy_seconds, copy_wait_seconds=copy_wait_seconds)
 
 
 def _export(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, run_id: str) -> Path:

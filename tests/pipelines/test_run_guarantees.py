@@ -51,6 +51,64 @@ def test_a_failed_publish_leaves_the_last_good_warehouse_untouched(prefect_harne
     assert good["status"] == "success"
 
 
+def test_the_published_file_is_copied_while_the_stages_before_publishing_run(prefect_harness, sample_inbox,
+                                                                            data_dir, monkeypatch):
+    """The copy publishing starts from (it holds the whole history kept) is made on a thread from
+    the identity stage on, and a run that fails before publishing deletes it."""
+    copy_inbox(sample_inbox, data_dir)
+    nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    copies_seen = []
+    compute_features = nightly_module.compute_features
+
+    def features_watching_the_copy(*args, **kwargs):
+        copies_seen.extend(data_dir.glob(".warehouse.duckdb.*.building"))
+        return compute_features(*args, **kwargs)
+
+    monkeypatch.setattr(nightly_module, "compute_features", features_watching_the_copy)
+    result = nightly(as_of=AS_OF.isoformat())
+    assert len(copies_seen) == 1 and result["run_id"] in copies_seen[0].name
+    assert not list(data_dir.glob(".warehouse.duckdb.*"))
+
+    def features_failing(*args, **kwargs):
+        copies_seen.extend(data_dir.glob(".warehouse.duckdb.*.building"))
+        raise RuntimeError("features broke")
+
+    monkeypatch.setattr(nightly_module, "compute_features", features_failing)
+    with pytest.raises(RuntimeError, match="features broke"):
+        nightly(as_of=AS_OF.isoformat())
+    assert len(copies_seen) == 2, "the failed run had started its copy"
+    assert not list(data_dir.glob(".warehouse.duckdb.*")), "and deleted it"
+
+
+def test_a_publish_retried_after_a_failure_starts_from_a_fresh_copy(prefect_harness, sample_inbox, data_dir,
+                                                                   monkeypatch):
+    """A failed publish deletes the copy it started from; the retry copies the published file
+    again, so the history kept comes with it (a retry from no copy would publish an empty one)."""
+    copy_inbox(sample_inbox, data_dir)
+    nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    import warehouse.publish as publish_module
+
+    history, failures = publish_module._history, []
+
+    def history_failing_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OSError("disk full")
+        return history(*args, **kwargs)
+
+    monkeypatch.setattr(publish_module, "_history", history_failing_once)
+    monkeypatch.setattr(nightly_module, "publish_task",
+                        nightly_module.publish_task.with_options(retries=1, retry_delay_seconds=0))
+    result = nightly(as_of=AS_OF.isoformat())
+    assert failures and result["status"] == "success"
+    with duckdb.connect(result["warehouse"], read_only=True) as con:
+        days = con.execute("SELECT DISTINCT as_of FROM analytics.tag_stats ORDER BY 1").fetchall()
+        assert [d for (d,) in days] == [AS_OF - timedelta(days=1), AS_OF]
+        assert con.execute("SELECT count(*) FROM analytics.tag_history WHERE valid_from = ?",
+                           [AS_OF - timedelta(days=1)]).fetchone()[0] > 0
+    assert not list(data_dir.glob(".warehouse.duckdb.*"))
+
+
 def test_history_and_changes_move_day_by_day(prefect_harness, sample_inbox, data_dir):
     copy_inbox(sample_inbox, data_dir)
     days = [AS_OF - timedelta(days=1), AS_OF]
