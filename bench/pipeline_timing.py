@@ -119,7 +119,7 @@ def sample_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
-                        help="DuckDB memory limit of the pipeline and the floor (TAGWRIGHT_MEMORY_LIMIT)")
+                        help="DuckDB memory limit of the runs and of any floor (TAGWRIGHT_MEMORY_LIMIT)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
     parser.add_argument("--sample-dir", type=Path, default=None,
                         help="keep the generated sample here and reuse it for the same size and seed")
