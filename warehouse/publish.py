@@ -14,7 +14,6 @@ raw values stay in the pipeline's work file.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import time
@@ -32,8 +31,6 @@ from warehouse.privacy import MASK_EMAIL_SQL, MASK_PHONE_SQL, PII_COLUMNS, hmac_
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
 from warehouse.tagging import overrides_in_force_sql
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -294,9 +291,6 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         waiting = time.perf_counter()
         copied_bytes, copy_seconds = copy.wait()  # the history tables come with it
         copy_wait_seconds = time.perf_counter() - waiting
-        if copied_bytes:
-            log.info("started from a copy of the published warehouse (%d MiB, copied in %.1f s; waited %.1f s)",
-                     copied_bytes >> 20, copy_seconds, copy_wait_seconds)
         con = dialect.connect(building, settings.memory_limit)
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
