@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, scratch_data_dir, write_result
-from pipeline_timing import (AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, sample,
-                             sample_arguments)
+from pipeline_timing import (AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, published_nightly,
+                             sample, sample_arguments)
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -51,13 +51,6 @@ def _add_earlier_nights(warehouse: Path, nights: int, memory_limit: str) -> dict
     return {"history_rows": history, "change_rows": changes}
 
 
-def _published(day: date) -> None:
-    """The nightly for ``day``, in a fresh process; stops the benchmark if it did not publish."""
-    status = in_fresh_process(nightly_run, day)["status"]
-    if status not in ("success", "degraded"):
-        raise SystemExit(f"the nightly for {day} ended {status}")
-
-
 def main() -> None:
     parser = sample_arguments(__doc__)
     parser.add_argument("--nights", type=int, nargs="+", default=[0, 180, 365],
@@ -68,9 +61,9 @@ def main() -> None:
     inbox = data / "inbox"
     sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
     held = hold_back_newest_export(inbox, data.parent / "held")
-    _published(AS_OF - timedelta(days=1))
+    published_nightly(AS_OF - timedelta(days=1))
     deliver_held_back(held, inbox)
-    _published(AS_OF)
+    published_nightly(AS_OF)
     warehouse = data / "warehouse.duckdb"
     two_nights = data.parent / "two_nights.duckdb"
     shutil.copyfile(warehouse, two_nights)

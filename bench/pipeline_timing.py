@@ -84,6 +84,13 @@ def nightly_run(as_of: date) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
+def published_nightly(day: date) -> None:
+    """The nightly for ``day``, in a fresh process; stops the benchmark if it did not publish."""
+    status = in_fresh_process(nightly_run, day)["status"]
+    if status not in ("success", "degraded"):
+        raise SystemExit(f"the nightly for {day} ended {status}")
+
+
 def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:
     from floors import floors
 

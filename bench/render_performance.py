@@ -3,8 +3,9 @@
     .venv/bin/python bench/render_performance.py
 
 Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json), the two
-``<!-- identity -->`` markers (identity-*.json) and the two ``<!-- history -->`` markers
-(history-*.json) in docs/performance.md.
+``<!-- identity -->`` markers (identity-*.json), the two ``<!-- history -->`` markers
+(history-*.json) and the two ``<!-- data-docs -->`` markers (data-docs-*.json) in
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags",
 MARK = "<!-- measured -->"
 IDENTITY_MARK = "<!-- identity -->"
 HISTORY_MARK = "<!-- history -->"
+DATA_DOCS_MARK = "<!-- data-docs -->"
 
 
 def _local_prefect(report: dict) -> bool:
@@ -98,6 +100,20 @@ def history_table() -> str:
     return "\n".join(lines)
 
 
+def data_docs_table() -> str:
+    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("data-docs-*.json")),
+                     key=lambda r: r["customers"])
+    lines = ["| customers | earlier nights made up | results stored | build, every run kept s "
+             "| build that deletes the older runs s | results kept | next run's build s | measured |",
+             "| --- " * 8 + "|"]
+    for r in results:
+        for run in r["runs"]:
+            lines.append(f"| {r['customers']:,} | {run['nights']:,} | {run['results_stored']:,} "
+                         f"| {run['every_run_kept_s']:.2f} | {run['default_retention_s']:.2f} "
+                         f"| {run['results_kept']:,} | {run['next_run_s']:.2f} | {r['measured_on']} |")
+    return "\n".join(lines)
+
+
 def _replace(text: str, mark: str, content: str) -> str:
     head, _, rest = text.partition(mark)
     _, _, tail = rest.partition(mark)
@@ -108,7 +124,8 @@ def main() -> None:
     doc = ROOT / "docs" / "performance.md"
     text = _replace(doc.read_text(encoding="utf-8"), MARK, table())
     text = _replace(text, IDENTITY_MARK, identity_table())
-    doc.write_text(_replace(text, HISTORY_MARK, history_table()), encoding="utf-8")
+    text = _replace(text, HISTORY_MARK, history_table())
+    doc.write_text(_replace(text, DATA_DOCS_MARK, data_docs_table()), encoding="utf-8")
 
 
 if __name__ == "__main__":

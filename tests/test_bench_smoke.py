@@ -42,3 +42,18 @@ def test_the_history_benchmark_publishes_over_more_nights(tmp_path):
     for run in (two, seven):
         assert run["status"] == "success" and run["stages_s"] > run["publish_s"] > run["waited_s"] >= 0
         assert run["copy_s"] > 0 and run["copied_mib"] == run["file_mib"]
+
+
+@pytest.mark.e2e
+def test_the_data_docs_benchmark_keeps_the_newest_runs(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TAGWRIGHT_PII_KEY": "bench-key", "TAGWRIGHT_DATA_DOCS_RUNS": "5"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "data_docs_growth.py"), "--customers", "300", "--days", "120",
+                    "--nights", "2", "6", "--memory-limit", "1GB", "--out", str(tmp_path)],
+                   check=True, env=env, cwd=ROOT, timeout=600)
+    report = json.loads((tmp_path / "data-docs-300.json").read_text())
+    few, more = report["runs"]
+    per_night = (more["results_stored"] - few["results_stored"]) // 4
+    assert per_night > 0 and few["results_stored"] == report["results_of_the_two_nights"] + 2 * per_night
+    assert few["results_kept"] == few["results_stored"] + 1    # two nights, two made up and the probe: 5 runs
+    assert more["results_kept"] < more["results_stored"]       # 9 runs: the oldest went
+    assert all(run[way] > 0 for run in (few, more) for way in ("every_run_kept_s", "default_retention_s", "next_run_s"))

@@ -6,7 +6,9 @@ first and the work file last (a failed erasure is finished by running it again):
 1. the lake (raw and validated Parquet) is rewritten without their rows: customer records,
    orders, order lines of those orders, events and interactions;
 2. staging, identity (source ids, golden record, normalised-key cache entries of their raw
-   phones and names), features, tags, overrides and quarantine rows are deleted in the work file;
+   phones and names), features, tags, overrides and quarantine rows are deleted in the work file,
+   and the Great Expectations results and Data Docs pages of the batches their quarantined rows
+   were in (they quote failing values);
 3. the published warehouse is copied, the customer deleted from every ``analytics`` table and
    from ``ops.quarantine``, the copy's tables copied into a new file (without the deleted rows'
    bytes), and that swapped in atomically (readers see before or after);
@@ -90,8 +92,9 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         removed = _erase_published(settings, customer_id, records)
         removed.update(_erase_exports(settings, customer_id))
         removed.update(_erase_lake(con, settings))
-        inbox = _inbox_files(con, settings)
         erasure_id = con.execute("SELECT coalesce(max(erasure_id), 0) + 1 FROM ops.erasures").fetchone()[0]
+        removed.update(_erase_data_docs(con, settings, erasure_id))
+        inbox = _inbox_files(con, settings)
         con.execute("BEGIN")
         removed.update(_erase_work(con, customer_id))
         con.execute("INSERT INTO identity.suppressed SELECT source, source_customer_id, ? FROM gone", [erasure_id])
@@ -101,6 +104,19 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     return ErasureResult(erasure_id, customer_id, len(ids), removed, inbox)
+
+
+def _erase_data_docs(con: duckdb.DuckDBPyConnection, settings: Settings, erasure_id: int) -> dict[str, int]:
+    """Delete the Great Expectations results and Data Docs pages of every batch in which a row of
+    the person was quarantined: they quote the failing values (``ops.validations`` keeps the counts)."""
+    batches = {(run_id, f"{file}/{entity}") for run_id, file, entity in con.execute("""
+        SELECT DISTINCT run_id, file, entity FROM ops.quarantine
+        WHERE (source, source_record_id) IN (SELECT * FROM gone_records)""").fetchall()}
+    if not batches:
+        return {"data docs results": 0}
+    from warehouse.quality import QualityContext  # GX is slow to import; most erasures never need it
+
+    return {"data docs results": QualityContext(settings, f"erasure-{erasure_id}").forget_batches(batches)}
 
 
 def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:

@@ -5,8 +5,9 @@ and one suite per source entity (``<entity>_rows``) and per core table (``<table
 ``expectations/``.  Each run copies it into ``<data dir>/restricted/gx/`` (the repository stays
 the single source of the suites; validation results and Data Docs, which quote offending
 values, stay in the owner-only area) and validates pandas batches through it: GX's SQL data
-source over DuckDB returns no rows (DESIGN.md).  Validation results are stored per run, so
-the Data Docs site lists every run.
+source over DuckDB returns no rows (DESIGN.md).  Validation results are stored per run, and
+the Data Docs site lists the newest ``TAGWRIGHT_DATA_DOCS_RUNS`` runs (``ops.validations``
+keeps every run's summary).
 
 Suites use parameters the run fills in: ``earliest_timestamp``, ``latest_timestamp`` (now plus
 a day: no future dates), ``earliest_birth_date``, ``today``, and per batch ``min_rows`` (the
@@ -81,6 +82,8 @@ class QualityContext:
         self.context._save_project_config = lambda: None
         self.parameters = suite_parameters()
         self.docs_index = data_docs_index(settings)
+        self.keep_runs = settings.data_docs_runs
+        self.results = target / "uncommitted" / "validations"  # the results store (great_expectations.yml)
 
     def suite(self, name: str, extra: list | None = None) -> gx.ExpectationSuite:
         """A committed suite (or a new one the run derives), with ``extra`` expectations the run
@@ -116,7 +119,7 @@ class QualityContext:
                  **parameters):
         """Validate ``frame`` as the batch named ``batch`` (a file, a table); results are stored.
         ``parameters`` add to the run's suite parameters for this batch."""
-        asset_name = batch.replace("/", "__")
+        asset_name = _asset_name(batch)
         try:
             asset = self.source.get_asset(asset_name)
         except LookupError:
@@ -143,13 +146,64 @@ class QualityContext:
 
     def build_docs(self) -> Path:
         """Render this run's validation results, the suites they used and the index into the
-        Data Docs site (earlier runs' pages are there already: rendering every page of every
-        run each night would grow with the history, about 10 ms a result)."""
+        Data Docs site, after dropping the results of runs older than the newest ``keep_runs``
+        (earlier runs' pages are there already; rendering them again each night, or indexing
+        every result ever stored, would grow with the history: GX's index reads each stored
+        result whole, 6.0 s a build after a year of nightly runs at 1M customers)."""
         self._save_config()
-        results = [k for k in self.context.validation_results_store.list_keys() if k.run_id.run_name == self.run_id]
-        suites = {k.expectation_suite_identifier.name for k in results}
+        stored = self.context.validation_results_store.list_keys()
+        for key in _results_to_drop(stored, self.run_id, self.keep_runs):
+            self.context.validation_results_store.remove_key(key)  # its page goes with the index build
+        results = [k for k in stored if k.run_id.run_name == self.run_id]
+        suites = ({k.expectation_suite_identifier.name for k in results}
+                  or {k.name for k in self.context.expectations_store.list_keys()})  # GX renders all for none
         self.context.build_data_docs(resource_identifiers=[*map(ExpectationSuiteIdentifier, sorted(suites)), *results])
+        for folder in (self.results, self.docs_index.parent / "validations"):
+            _remove_empty_folders(folder)  # GX's remove_key means to, but leaves every one behind
         return self.docs_index
+
+    def forget_batches(self, batches: set[tuple[str, str]]) -> int:
+        """Delete the stored results of these (run id, batch name) pairs, every slice of them, and
+        their Data Docs pages (GX quotes failing values in both): erasure removes them with the
+        person's quarantined rows.  Returns how many results went; ``ops.validations`` keeps the
+        counts."""
+        wanted = [(run_id, f"{self.source.name}-{_asset_name(batch)}") for run_id, batch in batches]
+        gone = [key for key in self.context.validation_results_store.list_keys()
+                if any(_of_batch(key, run_id, asset) for run_id, asset in wanted)]
+        for key in gone:
+            self.context.validation_results_store.remove_key(key)
+        self.build_docs()  # the index, without them; GX deletes the pages of results no longer stored
+        return len(gone)
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Empty folders under ``root`` (runs whose results went): listing the store walks them all."""
+    for folder, _, _ in os.walk(root, topdown=False):
+        if folder != str(root) and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def _of_batch(key, run_id: str, asset: str) -> bool:
+    """Whether a stored result is of ``asset`` in run ``run_id``, whole or one slice of it
+    (``<asset> rows 1-1000000``)."""
+    batch = str(key.batch_identifier)
+    return key.run_id.run_name == run_id and (batch == asset or batch.startswith(f"{asset} rows "))
+
+
+def _asset_name(batch: str) -> str:
+    """GX's asset for a batch named like ``web/users.jsonl/customer_record`` (a file's entity)."""
+    return batch.replace("/", "__")
+
+
+def _results_to_drop(keys: list, run_id: str, keep_runs: int) -> list:
+    """The stored results of every run but the newest ``keep_runs`` (by when they ran) and the
+    run ``run_id``, which is always kept."""
+    started: dict[str, str] = {}
+    for key in keys:
+        name, at = key.run_id.run_name, key.run_id.run_time.isoformat()
+        started[name] = min(started.get(name, at), at)
+    kept = {run_id, *sorted(started, key=started.get, reverse=True)[:max(keep_runs, 0)]}
+    return [key for key in keys if key.run_id.run_name not in kept]
 
 
 def expectation_columns(kwargs: dict) -> list[str]:

@@ -13,6 +13,7 @@
 | TAGWRIGHT_MEMORY_LIMIT | 4GB | DuckDB memory limit; larger work spills to disk |
 | TAGWRIGHT_HISTORY_RETENTION_DAYS | 1095 | tag history, changes and stats older than this are dropped |
 | TAGWRIGHT_COVERAGE_ALERT | 0.1 | a tag whose coverage moves more than this (share of customers) since the last run is a warning |
+| TAGWRIGHT_DATA_DOCS_RUNS | 30 | Great Expectations results and Data Docs pages are kept for this many newest runs |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Settings:
     memory_limit: str = "4GB"
     history_retention_days: int = 1095
     coverage_alert: float = 0.1
+    data_docs_runs: int = 30  # GX results and Data Docs pages kept, in runs (ops.validations keeps every run)
     land_part_bytes: int = 32 << 20  # a larger JSON Lines or CSV file is landed part by part
     validate_slice_rows: int = 1_000_000  # GX validates a larger batch this many rows at a time
 
@@ -53,6 +55,7 @@ class Settings:
             memory_limit=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
             history_retention_days=int(os.environ.get("TAGWRIGHT_HISTORY_RETENTION_DAYS", "1095")),
             coverage_alert=float(os.environ.get("TAGWRIGHT_COVERAGE_ALERT", "0.1")),
+            data_docs_runs=int(os.environ.get("TAGWRIGHT_DATA_DOCS_RUNS", "30")),
             land_part_bytes=int(os.environ.get("TAGWRIGHT_LAND_PART_BYTES", str(32 << 20))),
             validate_slice_rows=int(os.environ.get("TAGWRIGHT_VALIDATE_SLICE_ROWS", "1000000")),
         )

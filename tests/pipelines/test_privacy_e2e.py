@@ -4,6 +4,7 @@ area, campaign exports with pseudonyms, and erasure of a person from every layer
 from __future__ import annotations
 
 import stat
+from contextlib import closing
 
 import duckdb
 import pytest
@@ -137,3 +138,32 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
                                " WHERE status = 'validated'").fetchone()[0]
     assert logged == [(customer, "ticket 4711", "dpo", len(records))]
     assert set_aside[0] > 0 and set_aside[1] == 0 and balanced
+
+
+def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(published_copy):
+    """GX's stored results and Data Docs pages quote the values that failed (a malformed email);
+    erasure deletes those of every batch a row of the person was quarantined from."""
+    settings = Settings.from_env()
+    with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
+        customer, email, batch = con.execute("""
+            SELECT m.customer_id, q.value, q.file || '/' || q.entity FROM ops.quarantine q
+            JOIN identity.node_customer m ON m.source = q.source AND m.source_customer_id = q.source_record_id
+            WHERE q."column" = 'email' AND q.value IS NOT NULL ORDER BY 1 LIMIT 1""").fetchone()
+    gx = settings.restricted / "gx" / "uncommitted"
+    asset = "batches-" + batch.replace("/", "__")
+
+    def quoting() -> list[str]:
+        return sorted(str(p.relative_to(gx)) for p in gx.rglob("*") if p.is_file()
+                      and email in p.read_text(encoding="utf-8", errors="ignore"))
+
+    def results() -> list[str]:
+        return [p.stem for p in (gx / "validations").rglob("*.json")]
+
+    assert quoting() and asset in results()
+    kept = len(results()) - 1
+    result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4712", "--requested-by", "dpo"])
+    assert result.exit_code == 0, result.output
+    assert quoting() == []
+    assert asset not in results() and len(results()) == kept  # only that batch's result went
+    assert "data docs results" in result.output
+    assert (gx / "data_docs" / "local_site" / "index.html").exists()
