@@ -14,8 +14,9 @@ first and the work file last (a failed erasure is finished by running it again):
    bytes), and that swapped in atomically (readers see before or after);
 4. the Parquet exports of every as_of and the campaign CSVs are rewritten without them;
 5. their source ids go on a suppression list, so a re-delivered export does not bring them
-   back (validation sets such rows aside, value withheld), and ``ops.erasures`` logs who asked, why, when and how many rows
-   went, without any personal data.
+   back (validation sets such rows aside, value withheld, before Great Expectations or the key
+   check sees them), and ``ops.erasures`` logs who asked, why, when and how many rows went,
+   without any personal data.
 
 The inbox holds the sources' own deliveries and is not changed: the command lists the inbox
 files that still contain the person, to be re-exported or deleted at the source.  Until then a

@@ -134,17 +134,18 @@ def _erased_rows(con: duckdb.DuckDBPyConnection, raw: str, source: str) -> list[
 
 
 def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, load: dict, suite,
-                     min_rows: int, slice_rows: int) -> tuple[int, list[dict], list[dict]]:
+                     min_rows: int, slice_rows: int, erased: set[int]) -> tuple[int, list[dict], list[dict]]:
     """GX validation of the batch ``slice_rows`` rows at a time, so memory stays bounded
     however large the file: rows, validations, findings.  A batch of several slices has its
-    keys checked in SQL over the whole batch instead (GX would see one slice at a time)."""
+    keys checked in SQL over the whole batch instead (GX would see one slice at a time).  The
+    ``erased`` rows (by ``_rid``) are left out of both: their values must not be quoted again."""
     n = pq.ParquetFile(load["lake_path"]).metadata.num_rows
     sliced = n > slice_rows
     per_slice, findings = _validate_each_slice(quality, load, quality.per_slice(suite) if sliced else suite,
-                                               n, min_rows, slice_rows)
+                                               n, min_rows, slice_rows, erased)
     if sliced:
         for expectation in key_expectations(suite):
-            repeated = _repeated_key_rows(con, load["lake_path"], expectation)
+            repeated = [f for f in _repeated_key_rows(con, load["lake_path"], expectation) if f["_rid"] not in erased]
             findings += repeated
             # GX counts every row of a repeated key; the first of each stays loaded.
             unexpected = len(repeated) + len({f["value"] for f in repeated})
@@ -157,7 +158,7 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
 
 
 def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min_rows: int,
-                         slice_rows: int) -> tuple[list[list[dict]], list[dict]]:
+                         slice_rows: int, erased: set[int]) -> tuple[list[list[dict]], list[dict]]:
     """Validations of each slice and findings; the Parquet reader and its buffers are gone
     when it returns (before the key check, which DuckDB runs on the whole file)."""
     raw = pq.ParquetFile(load["lake_path"])
@@ -170,7 +171,7 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
     batch = f"{load['file']}/{load['entity']}"
     for rows in batches:
         name = f"{batch} rows {offset + 1}-{offset + rows.num_rows}" if sliced else batch
-        validations, found = _validate_slice(quality, suite, name, rows, offset, 0 if sliced else min_rows)
+        validations, found = _validate_slice(quality, suite, name, rows, offset, 0 if sliced else min_rows, erased)
         per_slice.append(validations)
         findings += found
         offset += rows.num_rows
@@ -178,10 +179,12 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
 
 
 def _validate_slice(quality: QualityContext, suite, name: str, rows: pa.RecordBatch, offset: int,
-                    min_rows: int) -> tuple[list[dict], list[dict]]:
+                    min_rows: int, erased: set[int]) -> tuple[list[dict], list[dict]]:
     frame = rows.to_pandas()
     frame.insert(0, "_rid", range(offset, offset + len(frame)))
     frame.index = frame["_rid"]
+    if erased:
+        frame = frame.drop(index=[rid for rid in erased if offset <= rid < offset + len(frame)])
     results = quality.validate(suite, name, frame, "_rid", min_rows=min_rows)
     return _findings(results, frame)
 
@@ -191,9 +194,11 @@ def _validate_batch(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: 
     suite = quality.suite(f"{load['entity']}_rows")
     previous = _previous_delivery_rows(con, load)
     min_rows = math.ceil(previous * settings.min_row_share) if previous else 0
-    n, validations, findings = _validate_slices(con, quality, load, suite, min_rows, settings.validate_slice_rows)
+    erased = _erased_rows(con, load["lake_path"], load["source"])
+    n, validations, findings = _validate_slices(con, quality, load, suite, min_rows, settings.validate_slice_rows,
+                                                {f["_rid"] for f in erased})
     bad_share = len({f["_rid"] for f in findings}) / n if n else 0.0
-    findings += _erased_rows(con, load["lake_path"], load["source"])
+    findings += erased
     reason = None
     if n < min_rows:
         reason = (f"file rejected: {n} rows where its previous delivery under this name had {previous} "

@@ -140,9 +140,10 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
     assert set_aside[0] > 0 and set_aside[1] == 0 and balanced
 
 
-def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(published_copy):
+def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(prefect_harness, published_copy):
     """GX's stored results and Data Docs pages quote the values that failed (a malformed email);
-    erasure deletes those of every batch a row of the person was quarantined from."""
+    erasure deletes those of every batch a row of the person was quarantined from, and a file
+    delivering the person again is validated without their rows."""
     settings = Settings.from_env()
     with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
         customer, email, batch = con.execute("""
@@ -167,3 +168,7 @@ def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(publ
     assert asset not in results() and len(results()) == kept  # only that batch's result went
     assert "data docs results" in result.output
     assert (gx / "data_docs" / "local_site" / "index.html").exists()
+    assert nightly(as_of=AS_OF.isoformat(), full_rebuild=True)["status"] == "success"  # lands the inbox again
+    assert quoting() == [] and asset in results()
+    with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
+        assert con.execute("SELECT count(*) FROM ops.quarantine WHERE value = ?", [email]).fetchone()[0] == 0
