@@ -23,8 +23,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, scratch_data_dir, write_result
-from pipeline_timing import AS_OF, deliver_held_back, hold_back_newest_export, published_nightly, sample, sample_arguments
+from common import in_fresh_process, machine, write_result
+from pipeline_timing import sample_arguments, two_published_nights
 
 RUN_TIME = "%Y%m%dT%H%M%S.%fZ"  # how GX names a result's folder under its run
 
@@ -73,14 +73,7 @@ def main() -> None:
     parser.add_argument("--nights", type=int, nargs="+", default=[30, 365, 1095],
                         help="earlier nights of Data Docs, one measurement each")
     args = parser.parse_args()
-    os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
-    data = scratch_data_dir("tagwright-data-docs-")
-    inbox = data / "inbox"
-    sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
-    held = hold_back_newest_export(inbox, data.parent / "held")
-    published_nightly(AS_OF - timedelta(days=1))
-    deliver_held_back(held, inbox)
-    published_nightly(AS_OF)
+    data = two_published_nights("tagwright-data-docs-", args)
     uncommitted = data / "restricted" / "gx" / "uncommitted"
     two_nights = data.parent / "two_nights"
     shutil.copytree(uncommitted, two_nights)

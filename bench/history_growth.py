@@ -18,15 +18,13 @@ A measurement, not a test.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, scratch_data_dir, write_result
-from pipeline_timing import (AS_OF, deliver_held_back, hold_back_newest_export, nightly_run, published_nightly,
-                             sample, sample_arguments)
+from common import in_fresh_process, machine, write_result
+from pipeline_timing import AS_OF, nightly_run, sample_arguments, two_published_nights
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -56,14 +54,7 @@ def main() -> None:
     parser.add_argument("--nights", type=int, nargs="+", default=[0, 180, 365],
                         help="earlier nights of history to publish over, one run each")
     args = parser.parse_args()
-    os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
-    data = scratch_data_dir("tagwright-history-")
-    inbox = data / "inbox"
-    sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
-    held = hold_back_newest_export(inbox, data.parent / "held")
-    published_nightly(AS_OF - timedelta(days=1))
-    deliver_held_back(held, inbox)
-    published_nightly(AS_OF)
+    data = two_published_nights("tagwright-history-", args)
     warehouse = data / "warehouse.duckdb"
     two_nights = data.parent / "two_nights.duckdb"
     shutil.copyfile(warehouse, two_nights)

@@ -91,6 +91,21 @@ def published_nightly(day: date) -> None:
         raise SystemExit(f"the nightly for {day} ended {status}")
 
 
+def two_published_nights(prefix: str, args) -> Path:
+    """A new data directory (``prefix`` names it) holding the sample of ``args`` (see
+    :func:`sample_arguments`) and two published nights: the day before the sample's end without
+    the marketplace's newest export, then the end date with it.  Returns the data directory."""
+    os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
+    data = scratch_data_dir(prefix)
+    inbox = data / "inbox"
+    sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
+    held = hold_back_newest_export(inbox, data.parent / "held")
+    published_nightly(AS_OF - timedelta(days=1))
+    deliver_held_back(held, inbox)
+    published_nightly(AS_OF)
+    return data
+
+
 def _floors(inbox: Path, as_of: date, scratch: Path, memory_limit: str) -> dict:
     from floors import floors
 

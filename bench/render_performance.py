@@ -23,6 +23,11 @@ HISTORY_MARK = "<!-- history -->"
 DATA_DOCS_MARK = "<!-- data-docs -->"
 
 
+def _results(kind: str, key=lambda r: r["customers"]) -> list[dict]:
+    """The benchmark's results (bench/results/<kind>-*.json), smallest first."""
+    return sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob(f"{kind}-*.json")), key=key)
+
+
 def _local_prefect(report: dict) -> bool:
     """Whether the run started Prefect's temporary server (local mode) rather than going to a
     running one, as a deployment does (results before this was recorded were all local)."""
@@ -34,8 +39,7 @@ def _prefect_share(report: dict, run: dict) -> str:
 
 
 def table() -> str:
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("pipeline-*.json")),
-                     key=lambda r: (r["customers"], not _local_prefect(r)))
+    results = _results("pipeline", key=lambda r: (r["customers"], not _local_prefect(r)))
     machine = results[-1]["machine"]
     lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
              f"{machine['python']}, {machine['platform']}.", "",
@@ -68,8 +72,7 @@ def identity_table() -> str:
     import yaml
 
     accept = yaml.safe_load((ROOT / "warehouse" / "identity.yaml").read_text(encoding="utf-8"))["model"]["accept_probability"]
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("identity-*.json")),
-                     key=lambda r: r["customers"])
+    results = _results("identity")
     lines = ["| people generated | source records | method | customers | pairwise P / R / F1 | B-cubed P / R / F1 "
              "| largest cluster | family phone over-merges | seconds | peak RSS MiB | model trained in s | measured |",
              "| --- " * 12 + "|"]
@@ -86,8 +89,7 @@ def identity_table() -> str:
 
 
 def history_table() -> str:
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("history-*.json")),
-                     key=lambda r: r["customers"])
+    results = _results("history")
     lines = ["| customers | nights of history | file MiB | tag_history rows | tag_changes rows | stages s "
              "| publish s | copying the file s (on its thread) | publish waited for the copy s | peak RSS MiB "
              "| measured |", "| --- " * 11 + "|"]
@@ -101,8 +103,7 @@ def history_table() -> str:
 
 
 def data_docs_table() -> str:
-    results = sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob("data-docs-*.json")),
-                     key=lambda r: r["customers"])
+    results = _results("data-docs")
     lines = ["| customers | earlier nights made up | results stored | build, every run kept s "
              "| build that deletes the older runs s | results kept | next run's build s | measured |",
              "| --- " * 8 + "|"]
