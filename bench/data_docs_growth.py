@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, write_result
@@ -32,8 +32,6 @@ RUN_TIME = "%Y%m%dT%H%M%S.%fZ"  # how GX names a result's folder under its run
 def _add_earlier_nights(results: Path, site: Path, nights: int) -> int:
     """``nights`` made-up runs, each a copy (hard links) of the newest run's results and pages,
     one day apart before it; returns how many results the store then holds."""
-    from datetime import datetime
-
     stored = sorted(results.rglob("*.json"))
     newest_run = max(stored, key=lambda p: p.parts[-2]).parts[-3]
     for night in range(1, nights + 1):
