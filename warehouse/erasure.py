@@ -6,9 +6,10 @@ first and the work file last (a failed erasure is finished by running it again):
 1. the lake (raw and validated Parquet) is rewritten without their rows: customer records,
    orders, order lines of those orders, events and interactions;
 2. staging, identity (source ids, golden record, normalised-key cache entries of their raw
-   phones and names), features, tags, overrides and quarantine rows are deleted in the work file,
-   and the Great Expectations results and Data Docs pages of the batches their quarantined rows
-   were in (they quote failing values);
+   phones and names), features, tags, overrides and quarantined rows (known by the record ids
+   staged for them or by their rows in the raw lake) are deleted in the work file, and the Great
+   Expectations results and Data Docs pages of the batches those rows were in (they quote
+   failing values);
 3. the published warehouse is copied, the customer deleted from every ``analytics`` table and
    from ``ops.quarantine``, the copy's tables copied into a new file (without the deleted rows'
    bytes), and that swapped in atomically (readers see before or after);
@@ -89,8 +90,8 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
                              SEMI JOIN gone USING (source, source_customer_id)""")
         # Derived copies first, the work file last: if anything fails, the customer is still in the
         # work file and running the same command again finishes the job.
-        records = con.execute("SELECT source, record_id FROM gone_records").fetchdf()
-        removed = _erase_published(settings, customer_id, records)
+        _find_quarantined_rows(con, settings)  # before the lake loses the rows that tell whose they were
+        removed = _erase_published(settings, customer_id, con.execute("SELECT * FROM gone_quarantine").fetchdf())
         removed.update(_erase_exports(settings, customer_id))
         removed.update(_erase_lake(con, settings))
         erasure_id = con.execute("SELECT coalesce(max(erasure_id), 0) + 1 FROM ops.erasures").fetchone()[0]
@@ -110,14 +111,43 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
 def _erase_data_docs(con: duckdb.DuckDBPyConnection, settings: Settings, erasure_id: int) -> dict[str, int]:
     """Delete the Great Expectations results and Data Docs pages of every batch in which a row of
     the person was quarantined: they quote the failing values (``ops.validations`` keeps the counts)."""
-    batches = {(run_id, f"{file}/{entity}") for run_id, file, entity in con.execute("""
-        SELECT DISTINCT run_id, file, entity FROM ops.quarantine
-        WHERE (source, source_record_id) IN (SELECT * FROM gone_records)""").fetchall()}
+    batches = {(run_id, f"{file}/{entity}") for run_id, file, entity in con.execute(
+        "SELECT DISTINCT run_id, file, entity FROM gone_quarantine").fetchall()}
     if not batches:
         return {"data docs results": 0}
     from warehouse.quality import QualityContext  # GX is slow to import; most erasures never need it
 
     return {"data docs results": QualityContext(settings, f"erasure-{erasure_id}").forget_batches(batches)}
+
+
+def _persons_rows(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """The condition on a lake file's rows that holds for the person's (by their source ids, or
+    their orders' ids in a file without those), with parameter ``$source``; None: no such column."""
+    columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {dialect.read_parquet(path)}").fetchall()}
+    if "source_customer_id" in columns:
+        return "source_customer_id IN (SELECT source_customer_id FROM gone WHERE source = $source)"
+    if "order_id" in columns:
+        return "order_id IN (SELECT order_id FROM gone_orders WHERE source = $source)"
+    return None
+
+
+def _find_quarantined_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """``gone_quarantine``: the (load_id, row) of every quarantined row of the person, with its
+    run and batch: by the record ids staged for them, or by their rows in the raw lake (a row
+    quarantined before it was staged, e.g. an order with a negative amount)."""
+    con.execute('CREATE OR REPLACE TEMP TABLE gone_raw_rows (lake_path VARCHAR, "row" BIGINT)')
+    for path in sorted(settings.lake.glob("raw/*/*/*.parquet")):
+        condition = _persons_rows(con, path)
+        if condition is not None:
+            con.execute(f"INSERT INTO gone_raw_rows SELECT $path, _row FROM {dialect.read_parquet(path)}"
+                        f" WHERE coalesce({condition}, false)",
+                        {"source": path.parent.parent.name, "path": str(path.relative_to(settings.lake))})
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE gone_quarantine AS
+        SELECT DISTINCT q.load_id, q."row", q.run_id, q.file, q.entity
+        FROM ops.quarantine q LEFT JOIN ops.loads l USING (load_id)
+        WHERE (q.source, q.source_record_id) IN (SELECT * FROM gone_records)
+           OR EXISTS (SELECT 1 FROM gone_raw_rows g WHERE g."row" = q."row" AND ends_with(l.lake_path, g.lake_path))""")
 
 
 def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:
@@ -127,12 +157,8 @@ def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str,
     con.execute("CREATE OR REPLACE TEMP TABLE lake_hits (lake_path VARCHAR)")
     for path in sorted(settings.lake.glob("*/*/*/*.parquet")):
         source = path.parent.parent.name
-        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {dialect.read_parquet(path)}").fetchall()}
-        if "source_customer_id" in columns:
-            condition = "source_customer_id IN (SELECT source_customer_id FROM gone WHERE source = $source)"
-        elif "order_id" in columns:
-            condition = "order_id IN (SELECT order_id FROM gone_orders WHERE source = $source)"
-        else:
+        condition = _persons_rows(con, path)
+        if condition is None:
             continue
         relation = f"{dialect.read_parquet(path)} WHERE coalesce({condition}, false)"
         hits = con.execute(f"SELECT count(*) FROM {relation}", {"source": source}).fetchone()[0]
@@ -167,7 +193,7 @@ def _erase_work(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict[str, i
     removed["work rows"] += delete("DELETE FROM identity.review WHERE ? IN (customer_id_a, customer_id_b)",
                                    [customer_id])
     removed["quarantine rows"] = delete(
-        "DELETE FROM ops.quarantine WHERE (source, source_record_id) IN (SELECT * FROM gone_records)")
+        'DELETE FROM ops.quarantine WHERE (load_id, "row") IN (SELECT load_id, "row" FROM gone_quarantine)')
     return removed
 
 
@@ -181,7 +207,7 @@ def _inbox_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str
             if (settings.inbox / r[0]).exists()]
 
 
-def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame) -> dict[str, int]:
+def _erase_published(settings: Settings, customer_id: str, quarantined: pd.DataFrame) -> dict[str, int]:
     if not settings.warehouse.exists():
         return {}
     building = settings.warehouse.with_name(f".{settings.warehouse.name}.erasing")
@@ -190,9 +216,9 @@ def _erase_published(settings: Settings, customer_id: str, records: pd.DataFrame
     removed = 0
     try:
         with duckdb.connect(str(building)) as con:
-            con.register("gone_records", records)
-            removed += len(con.execute("DELETE FROM ops.quarantine WHERE (source, source_record_id) IN"
-                                       " (SELECT source, record_id FROM gone_records) RETURNING 1").fetchall())
+            con.register("gone_quarantine", quarantined)
+            removed += len(con.execute('DELETE FROM ops.quarantine WHERE (load_id, "row") IN'
+                                       ' (SELECT load_id, "row" FROM gone_quarantine) RETURNING 1').fetchall())
             tables = con.execute("""SELECT table_name FROM duckdb_columns() WHERE schema_name = 'analytics'
                                     AND column_name = 'customer_id' AND database_name = current_database()""").fetchall()
             for (table,) in tables:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 from contextlib import closing
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -172,3 +173,32 @@ def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(pref
     assert quoting() == [] and asset in results()
     with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
         assert con.execute("SELECT count(*) FROM ops.quarantine WHERE value = ?", [email]).fetchone()[0] == 0
+
+
+def test_forget_finds_the_persons_rows_quarantined_before_staging_by_their_lake_rows(published_copy):
+    """An order quarantined for its negative amount was never staged, so its order id names no
+    staged record of the person; its row in the raw lake does."""
+    settings = Settings.from_env()
+    with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
+        load_id, row, lake_path, amount = con.execute("""
+            SELECT q.load_id, q."row", l.lake_path, q.value FROM ops.quarantine q JOIN ops.loads l USING (load_id)
+            WHERE q.source = 'web' AND q.entity = 'order' AND q."column" = 'amount' ORDER BY 1, 2 LIMIT 1""").fetchone()
+        raw = settings.lake / Path(lake_path).relative_to(Path(lake_path).parents[3])  # raw/<source>/<entity>/...
+        customer = con.execute(f"""SELECT m.customer_id FROM read_parquet('{raw}') r JOIN identity.node_customer m
+                                   ON m.source = 'web' AND m.source_customer_id = r.source_customer_id
+                                   WHERE r._row = ?""", [row]).fetchone()[0]
+        assert con.execute("SELECT count(*) FROM stage.order_versions WHERE order_id IN (SELECT source_record_id"
+                           " FROM ops.quarantine WHERE load_id = ? AND \"row\" = ?)", [load_id, row]).fetchone()[0] == 0
+    gx = settings.restricted / "gx" / "uncommitted"
+
+    def quoting() -> list[Path]:
+        return [p for p in gx.rglob("*.json") if amount in p.read_text(encoding="utf-8")]
+
+    assert quoting()
+    result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4713", "--requested-by", "dpo"])
+    assert result.exit_code == 0, result.output
+    for database in (settings.work_db, settings.warehouse):
+        with closing(duckdb.connect(str(database), read_only=True)) as con:
+            assert con.execute('SELECT count(*) FROM ops.quarantine WHERE load_id = ? AND "row" = ?',
+                               [load_id, row]).fetchone()[0] == 0, database
+    assert quoting() == []
