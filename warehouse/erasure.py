@@ -10,14 +10,16 @@ first and the work file last (a failed erasure is finished by running it again):
    staged for them or by their rows in the raw lake) are deleted in the work file, and the Great
    Expectations results and Data Docs pages of the batches those rows were in (they quote
    failing values);
-3. the published warehouse is copied, the customer deleted from every ``analytics`` table and
-   from ``ops.quarantine``, the copy's tables copied into a new file (without the deleted rows'
-   bytes), and that swapped in atomically (readers see before or after);
+3. the published warehouse is copied, the customer deleted from every ``analytics`` table
+   (order lines and order copies by their orders) and from ``ops.quarantine``, the copy's
+   tables copied into a new file (without the deleted rows' bytes), and that swapped in
+   atomically (readers see before or after);
 4. the Parquet exports of every as_of and the campaign CSVs are rewritten without them;
-5. their source ids go on a suppression list, so a re-delivered export does not bring them
-   back (validation sets such rows aside, value withheld, before Great Expectations or the key
-   check sees them), and ``ops.erasures`` logs who asked, why, when and how many rows went,
-   without any personal data.
+5. their source ids and their orders' ids go on suppression lists, so a re-delivered export
+   does not bring them back (validation sets such rows aside, value withheld, before Great
+   Expectations or the key check sees them; order lines, which name no customer, by their
+   order), and ``ops.erasures`` logs who asked, why, when and how many rows went, without any
+   personal data.
 
 The inbox holds the sources' own deliveries and is not changed: the command lists the inbox
 files that still contain the person, to be re-exported or deleted at the source.  Until then a
@@ -91,7 +93,8 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         # Derived copies first, the work file last: if anything fails, the customer is still in the
         # work file and running the same command again finishes the job.
         _find_quarantined_rows(con, settings)  # before the lake loses the rows that tell whose they were
-        removed = _erase_published(settings, customer_id, con.execute("SELECT * FROM gone_quarantine").fetchdf())
+        removed = _erase_published(settings, customer_id, con.execute("SELECT * FROM gone_quarantine").fetchdf(),
+                                   con.execute("SELECT * FROM gone_orders").fetchdf())
         removed.update(_erase_exports(settings, customer_id))
         removed.update(_erase_lake(con, settings))
         erasure_id = con.execute("SELECT coalesce(max(erasure_id), 0) + 1 FROM ops.erasures").fetchone()[0]
@@ -100,6 +103,7 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         con.execute("BEGIN")
         removed.update(_erase_work(con, customer_id))
         con.execute("INSERT INTO identity.suppressed SELECT source, source_customer_id, ? FROM gone", [erasure_id])
+        con.execute("INSERT INTO identity.suppressed_orders SELECT source, order_id, ? FROM gone_orders", [erasure_id])
         con.execute("INSERT INTO ops.erasures VALUES (?, ?, now(), ?, ?, ?, ?)",
                     [erasure_id, customer_id, reason.strip(), requested_by.strip(), len(ids),
                      json.dumps(removed, sort_keys=True)])
@@ -184,7 +188,7 @@ def _erase_work(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict[str, i
                " SEMI JOIN gone USING (source, source_customer_id))")
         + delete("DELETE FROM stage.name_keys WHERE raw IN (SELECT name FROM stage.customer_records"
                  " SEMI JOIN gone USING (source, source_customer_id))"))
-    removed["work rows"] = delete("DELETE FROM stage.order_lines WHERE (source, order_id) IN (SELECT * FROM gone_orders)")
+    removed["work rows"] = _delete_by_order(con, "stage.order_lines") + _delete_by_order(con, "stage.order_copies")
     for table in WORK_TABLES_BY_SOURCE_ID:
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE (source, source_customer_id) IN (SELECT * FROM gone)")
     for table in ("identity.golden", "features.customer_features", "tags.customer_tags", "tags.overrides",
@@ -197,6 +201,16 @@ def _erase_work(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict[str, i
     return removed
 
 
+def _delete_by_order(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Delete the rows of the person's orders (``gone_orders``) from a table keyed by order (no
+    customer id: order lines, order copies, where the order may be the kept one)."""
+    columns = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    kept = " OR (kept_source, kept_order_id) IN (SELECT source, order_id FROM gone_orders)" \
+        if "kept_order_id" in columns else ""
+    return len(con.execute(f"DELETE FROM {table} WHERE (source, order_id) IN (SELECT source, order_id FROM gone_orders)"
+                           f"{kept} RETURNING 1").fetchall())
+
+
 def _inbox_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str]:
     """Inbox files, still present, whose landed rows included the person, and the files skipped as
     copies of those (same checksum), from the manifest."""
@@ -207,7 +221,8 @@ def _inbox_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[str
             if (settings.inbox / r[0]).exists()]
 
 
-def _erase_published(settings: Settings, customer_id: str, quarantined: pd.DataFrame) -> dict[str, int]:
+def _erase_published(settings: Settings, customer_id: str, quarantined: pd.DataFrame,
+                     orders: pd.DataFrame) -> dict[str, int]:
     if not settings.warehouse.exists():
         return {}
     building = settings.warehouse.with_name(f".{settings.warehouse.name}.erasing")
@@ -217,8 +232,10 @@ def _erase_published(settings: Settings, customer_id: str, quarantined: pd.DataF
     try:
         with duckdb.connect(str(building)) as con:
             con.register("gone_quarantine", quarantined)
+            con.register("gone_orders", orders)
             removed += len(con.execute('DELETE FROM ops.quarantine WHERE (load_id, "row") IN'
                                        ' (SELECT load_id, "row" FROM gone_quarantine) RETURNING 1').fetchall())
+            removed += _delete_by_order(con, "analytics.order_lines") + _delete_by_order(con, "ops.order_copies")
             tables = con.execute("""SELECT table_name FROM duckdb_columns() WHERE schema_name = 'analytics'
                                     AND column_name = 'customer_id' AND database_name = current_database()""").fetchall()
             for (table,) in tables:

@@ -121,13 +121,17 @@ def _erased_rows(con: duckdb.DuckDBPyConnection, raw: str, source: str) -> list[
     """Rows of people erased with ``tagwright forget``: set aside (value withheld) when a source
     delivers them again; they do not count towards the file's bad-row share."""
     columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({dialect.quote(raw)})").fetchall()}
-    if "source_customer_id" not in columns:
+    if "source_customer_id" in columns:
+        column, suppressed = "source_customer_id", "identity.suppressed"
+    elif "order_id" in columns:  # order lines name no customer: by their orders' ids
+        column, suppressed = "order_id", "identity.suppressed_orders"
+    else:
         return []
     rows = con.execute(f"""SELECT b.file_row_number, b._row, b.source_record_id, s.erasure_id
                            FROM read_parquet({dialect.quote(raw)}, file_row_number = true) b
-                           JOIN identity.suppressed s ON s.source = ? AND s.source_customer_id = b.source_customer_id""",
+                           JOIN {suppressed} s ON s.source = ? AND s.{column} = b.{column}""",
                        [source]).fetchall()
-    return [{"_rid": rid, "expectation": "not_erased", "column": "source_customer_id", "value": None,
+    return [{"_rid": rid, "expectation": "not_erased", "column": column, "value": None,
              "row": row, "source_record_id": record_id,
              "reason": f"the person was erased on request (erasure {erasure}, ops.erasures); the row is not loaded"}
             for rid, row, record_id, erasure in rows]

@@ -94,6 +94,10 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         customer, records = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids
                                            GROUP BY 1 HAVING count(DISTINCT source) >= 2 ORDER BY 1 LIMIT 1""").fetchone()
+        orders = con.execute("SELECT list(order_id) FROM analytics.orders o WHERE customer_id = ?"
+                             " AND EXISTS (SELECT 1 FROM analytics.order_lines l WHERE l.order_id = o.order_id)",
+                             [customer]).fetchone()[0]
+    assert orders, "the person must have orders with lines"
     assert runner.invoke(app, ["export", "--tag", "lifecycle_stage", "--value", "active"]).exit_code == 0
     assert customer.encode() in settings.warehouse.read_bytes()
     result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4711", "--requested-by", "dpo"])
@@ -123,6 +127,10 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
                                            " WHERE customer_id = ?", [customer]).fetchone()[0]
             found["campaigns"] = con.execute(f"SELECT count(*) FROM read_csv('{settings.exports}/campaigns/**/*.csv')"
                                              " WHERE customer_id = ?", [customer]).fetchone()[0]
+            for table in ("work.stage.order_lines", "work.stage.order_copies", "wh.analytics.order_lines",
+                          "wh.ops.order_copies"):  # keyed by order id, without a customer id
+                found[table] = con.execute(f"SELECT count(*) FROM {table} WHERE order_id = ANY(?)",
+                                           [orders]).fetchone()[0]
         return {k: v for k, v in found.items() if v}
 
     assert traces() == {}

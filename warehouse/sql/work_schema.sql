@@ -155,3 +155,9 @@ CREATE TABLE IF NOT EXISTS identity.suppressed (
     source_customer_id VARCHAR NOT NULL,
     erasure_id BIGINT NOT NULL
 );
+-- Their orders' ids: validation sets aside order lines (which name no customer) of these.
+CREATE TABLE IF NOT EXISTS identity.suppressed_orders (
+    source VARCHAR NOT NULL,
+    order_id VARCHAR NOT NULL,
+    erasure_id BIGINT NOT NULL
+);
