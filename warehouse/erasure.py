@@ -96,9 +96,11 @@ def forget(settings: Settings, customer_id: str, reason: str, requested_by: str)
         removed = _erase_published(settings, customer_id, con.execute("SELECT * FROM gone_quarantine").fetchdf(),
                                    con.execute("SELECT * FROM gone_orders").fetchdf())
         removed.update(_erase_exports(settings, customer_id))
-        removed.update(_erase_lake(con, settings))
         erasure_id = con.execute("SELECT coalesce(max(erasure_id), 0) + 1 FROM ops.erasures").fetchone()[0]
         removed.update(_erase_data_docs(con, settings, erasure_id))
+        # Last of the derived copies: a rerun after a failure here could no longer find their
+        # quarantined rows by their rows in the lake.
+        removed.update(_erase_lake(con, settings))
         inbox = _inbox_files(con, settings)
         con.execute("BEGIN")
         removed.update(_erase_work(con, customer_id))

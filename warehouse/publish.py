@@ -278,7 +278,7 @@ def _copy_file(source: Path, target: Path, stop: threading.Event) -> tuple[int, 
     """Copy ``source`` to ``target`` in the kernel (sendfile, as ``shutil.copyfile`` does on
     Linux) a chunk at a time until done or ``stop`` is set: (bytes copied, seconds)."""
     started, copied = time.perf_counter(), 0
-    with open(source, "rb") as reading, open(target, "wb") as writing:
+    with open(source, "rb", buffering=0) as reading, open(target, "wb", buffering=0) as writing:
         while not stop.is_set():
             sent = _copy_chunk(reading, writing, copied)
             if sent == 0:
