@@ -282,6 +282,12 @@ def validate(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) ->
             con.execute("BEGIN")
             _validate_batch(con, settings, run_id, quality, load, result)
             con.execute("COMMIT")
+    except Exception:
+        # The batches validated before the failure get their Data Docs, to look into it; the
+        # failure goes on unmasked whatever building them does (an interrupt goes on at once).
+        with contextlib.suppress(Exception):
+            quality.build_docs()
+        raise
     finally:  # after a DuckDB error the transaction refuses it; that error goes on, unmasked
         with contextlib.suppress(duckdb.Error):
             con.execute(f"SET memory_limit = {dialect.quote(settings.memory_limit)}")

@@ -292,6 +292,28 @@ def test_data_docs_keep_the_newest_runs_only(settings):
     assert "run-3" in index and "run-2" in index and "run-1" not in index
 
 
+def test_a_validation_that_fails_midway_still_writes_the_docs_of_the_batches_before(settings, monkeypatch):
+    import warehouse.validate
+
+    write_web_users(settings.inbox, [{"user_id": "U1"}], name="users_a.jsonl")
+    write_web_users(settings.inbox, [{"user_id": "U2"}], name="users_b.jsonl")
+    validate_batch, batches = warehouse.validate._validate_batch, []
+
+    def failing_at_the_second(*args):
+        batches.append(args[4]["file"])
+        if len(batches) == 2:
+            raise MemoryError("out of memory")
+        return validate_batch(*args)
+
+    monkeypatch.setattr(warehouse.validate, "_validate_batch", failing_at_the_second)
+    with closing(open_work_db(settings)) as con:
+        land(con, settings, "r1")
+        with pytest.raises(MemoryError, match="out of memory"):
+            warehouse.validate.validate(con, settings, "r1")
+    index = settings.restricted / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert batches[0].replace("/", "__") in index.read_text(encoding="utf-8")
+
+
 def test_validation_gives_duckdb_half_its_memory_limit_and_restores_it(settings, monkeypatch):
     import warehouse.validate
     from warehouse.dialect import memory_share
