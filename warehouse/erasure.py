@@ -138,14 +138,16 @@ def _persons_rows(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
 
 
 def _find_quarantined_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """``gone_quarantine``: the (load_id, row) of every quarantined row of the person, with its
-    run and batch: by the record ids staged for them, or by their rows in the raw lake (a row
-    quarantined before it was staged, e.g. an order with a negative amount)."""
-    con.execute('CREATE OR REPLACE TEMP TABLE gone_raw_rows (lake_path VARCHAR, "row" BIGINT)')
-    for path in sorted(settings.lake.glob("raw/*/*/*.parquet")):
+    """``gone_lake_rows``: the person's rows in every lake file (path relative to the lake, row),
+    which ``_erase_lake`` removes; ``gone_quarantine``: the (load_id, row) of every quarantined
+    row of the person, with its run and batch: by the record ids staged for them, or by their
+    rows in the raw lake (a row quarantined before it was staged, e.g. an order with a negative
+    amount)."""
+    con.execute('CREATE OR REPLACE TEMP TABLE gone_lake_rows (lake_path VARCHAR, "row" BIGINT)')
+    for path in sorted(settings.lake.glob("*/*/*/*.parquet")):
         condition = _persons_rows(con, path)
         if condition is not None:
-            con.execute(f"INSERT INTO gone_raw_rows SELECT $path, _row FROM {dialect.read_parquet(path)}"
+            con.execute(f"INSERT INTO gone_lake_rows SELECT $path, _row FROM {dialect.read_parquet(path)}"
                         f" WHERE coalesce({condition}, false)",
                         {"source": path.parent.parent.name, "path": str(path.relative_to(settings.lake))})
     con.execute("""
@@ -153,30 +155,26 @@ def _find_quarantined_rows(con: duckdb.DuckDBPyConnection, settings: Settings) -
         SELECT DISTINCT q.load_id, q."row", q.run_id, q.file, q.entity
         FROM ops.quarantine q LEFT JOIN ops.loads l USING (load_id)
         WHERE (q.source, q.source_record_id) IN (SELECT * FROM gone_records)
-           OR EXISTS (SELECT 1 FROM gone_raw_rows g WHERE g."row" = q."row" AND ends_with(l.lake_path, g.lake_path))""")
+           OR EXISTS (SELECT 1 FROM gone_lake_rows g  -- the manifest names raw files (by absolute path)
+                      WHERE g."row" = q."row" AND starts_with(g.lake_path, 'raw/')
+                        AND ends_with(l.lake_path, g.lake_path))""")
 
 
 def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, int]:
-    """Rewrite the lake's Parquet without the person; ``lake_hits`` lists the raw files that had
-    them, relative to the lake."""
+    """Rewrite the lake files holding the person's rows (``gone_lake_rows``) without them;
+    ``lake_hits`` lists the raw files that had them, relative to the lake."""
     removed = {"lake rows": 0}
     con.execute("CREATE OR REPLACE TEMP TABLE lake_hits (lake_path VARCHAR)")
-    for path in sorted(settings.lake.glob("*/*/*/*.parquet")):
-        source = path.parent.parent.name
+    for relative, hits in con.execute('SELECT lake_path, count(*) FROM gone_lake_rows GROUP BY 1 ORDER BY 1'
+                                      ).fetchall():
+        path = settings.lake / relative
         condition = _persons_rows(con, path)
-        if condition is None:
-            continue
-        relation = f"{dialect.read_parquet(path)} WHERE coalesce({condition}, false)"
-        hits = con.execute(f"SELECT count(*) FROM {relation}", {"source": source}).fetchone()[0]
-        if not hits:
-            continue
         rewritten = path.with_name(f".{path.name}.erasing")
         con.execute(f"COPY (SELECT * FROM {dialect.read_parquet(path)} WHERE NOT coalesce({condition}, false))"
-                    f" TO {dialect.quote(str(rewritten))} (FORMAT parquet)", {"source": source})
+                    f" TO {dialect.quote(str(rewritten))} (FORMAT parquet)", {"source": path.parent.parent.name})
         os.replace(rewritten, path)
         removed["lake rows"] += hits
-        relative = path.relative_to(settings.lake)  # the manifest names the raw file (by absolute path)
-        con.execute("INSERT INTO lake_hits VALUES (?)", [str(Path("raw", *relative.parts[1:]))])
+        con.execute("INSERT INTO lake_hits VALUES (?)", [str(Path("raw", *Path(relative).parts[1:]))])
     return removed
 
 
