@@ -72,47 +72,46 @@ def identity_table() -> str:
     import yaml
 
     accept = yaml.safe_load((ROOT / "warehouse" / "identity.yaml").read_text(encoding="utf-8"))["model"]["accept_probability"]
-    results = _results("identity")
-    lines = ["| people generated | source records | method | customers | pairwise P / R / F1 | B-cubed P / R / F1 "
-             "| largest cluster | family phone over-merges | seconds | peak RSS MiB | model trained in s | measured |",
-             "| --- " * 12 + "|"]
-    for r in results:
+    rows = []
+    for r in _results("identity"):
         for method, run in r["runs"].items():
             pw, bc = run["pairwise"], run["bcubed"]
             shipped = " (shipped)" if method == f"rules + model @ {accept}" else ""
-            lines.append(f"| {r['people']:,} | {r['source_records']:,} | {method}{shipped} | {run['resolved_customers']:,} "
-                         f"| {pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f} "
-                         f"| {bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f} | {run['largest_cluster']} "
-                         f"| {run.get('family_phone_over_merges', '')} "
-                         f"| {run['seconds']:.2f} | {run['peak_rss_mib']:.0f} | {r['train_s']:.1f} | {r['measured_on']} |")
-    return "\n".join(lines)
+            rows.append([f"{r['people']:,}", f"{r['source_records']:,}", f"{method}{shipped}",
+                         f"{run['resolved_customers']:,}",
+                         f"{pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f}",
+                         f"{bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f}", str(run["largest_cluster"]),
+                         str(run.get("family_phone_over_merges", "")), f"{run['seconds']:.2f}",
+                         f"{run['peak_rss_mib']:.0f}", f"{r['train_s']:.1f}", r["measured_on"]])
+    return _markdown_table(["people generated", "source records", "method", "customers", "pairwise P / R / F1",
+                            "B-cubed P / R / F1", "largest cluster", "family phone over-merges", "seconds",
+                            "peak RSS MiB", "model trained in s", "measured"], rows)
 
 
 def history_table() -> str:
-    results = _results("history")
-    lines = ["| customers | nights of history | file MiB | tag_history rows | tag_changes rows | stages s "
-             "| publish s | copying the file s (on its thread) | publish waited for the copy s | peak RSS MiB "
-             "| measured |", "| --- " * 11 + "|"]
-    for r in results:
-        for run in r["runs"]:
-            lines.append(f"| {r['customers']:,} | {run['nights_of_history']} | {run['file_mib']:,} "
-                         f"| {run['history_rows']:,} | {run['change_rows']:,} | {run['stages_s']:.1f} "
-                         f"| {run['publish_s']:.1f} | {run['copy_s']:.1f} | {run['waited_s']:.1f} "
-                         f"| {run['peak_rss_mib']:.0f} | {r['measured_on']} |")
-    return "\n".join(lines)
+    return _markdown_table(
+        ["customers", "nights of history", "file MiB", "tag_history rows", "tag_changes rows", "stages s",
+         "publish s", "copying the file s (on its thread)", "publish waited for the copy s", "peak RSS MiB",
+         "measured"],
+        [[f"{r['customers']:,}", str(run["nights_of_history"]), f"{run['file_mib']:,}", f"{run['history_rows']:,}",
+          f"{run['change_rows']:,}", f"{run['stages_s']:.1f}", f"{run['publish_s']:.1f}", f"{run['copy_s']:.1f}",
+          f"{run['waited_s']:.1f}", f"{run['peak_rss_mib']:.0f}", r["measured_on"]]
+         for r in _results("history") for run in r["runs"]])
 
 
 def data_docs_table() -> str:
-    results = _results("data-docs")
-    lines = ["| customers | earlier nights made up | results stored | build, every run kept s "
-             "| build that deletes the older runs s | results kept | next run's build s | measured |",
-             "| --- " * 8 + "|"]
-    for r in results:
-        for run in r["runs"]:
-            lines.append(f"| {r['customers']:,} | {run['nights']:,} | {run['results_stored']:,} "
-                         f"| {run['every_run_kept_s']:.2f} | {run['default_retention_s']:.2f} "
-                         f"| {run['results_kept']:,} | {run['next_run_s']:.2f} | {r['measured_on']} |")
-    return "\n".join(lines)
+    return _markdown_table(
+        ["customers", "earlier nights made up", "results stored", "build, every run kept s",
+         "build that deletes the older runs s", "results kept", "next run's build s", "measured"],
+        [[f"{r['customers']:,}", f"{run['nights']:,}", f"{run['results_stored']:,}",
+          f"{run['every_run_kept_s']:.2f}", f"{run['default_retention_s']:.2f}", f"{run['results_kept']:,}",
+          f"{run['next_run_s']:.2f}", r["measured_on"]]
+         for r in _results("data-docs") for run in r["runs"]])
+
+
+def _markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = [columns, ["---"] * len(columns), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def _replace(text: str, mark: str, content: str) -> str:
