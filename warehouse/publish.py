@@ -5,15 +5,16 @@ The new file is written beside ``warehouse.duckdb`` and moved over it with ``os.
 a reader that opens after the swap sees the new run, nobody sees a mix, and a run that dies
 before the swap leaves the published warehouse untouched.  The new file starts as a copy of
 the published one (made while the run's other stages work, :class:`WarehouseCopy`): tag
-history, tag changes and tag stats are updated in it with the day's changes (the SQL costs
-what changed; the copy grows with the history kept), every other table is built again from
-the work database.  They too change only when a run publishes.  PII is pseudonymised here;
-raw values stay in the pipeline's work file.
+history, tag changes and tag stats are updated in it with the day's changes, orders and order
+lines with the orders that changed (the SQL costs what changed; the copy grows with the history
+kept), every other table is built again from the work database.  They too change only when a
+run publishes.  PII is pseudonymised here; raw values stay in the pipeline's work file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import threading
@@ -39,6 +40,7 @@ class PublishResult:
     warehouse: Path
     export: Path
     tables: dict[str, int]
+    orders: str = "rebuilt"      # how orders and order lines were published: updated | rebuilt
     copied_bytes: int = 0        # the published file copied to start from: grows with the history kept
     copy_seconds: float = 0.0    # how long that copy took (on its thread, while other stages ran)
     copy_wait_seconds: float = 0.0  # how long publishing waited for it
@@ -86,28 +88,119 @@ def _customers(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     con.execute("CREATE TABLE ops.order_copies AS SELECT * FROM work.stage.order_copies")
 
 
-def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:
-    """Orders, interactions and order lines as of the run date, in no particular order (sorting
-    millions of rows by their keys cost seconds and helps no query by customer or date)."""
+def _orders_sql(settings: Settings, day: str, only: str | None = None) -> str:
+    """Published orders as of ``day`` (a SQL date); ``only``: a relation of (source, order_id)
+    to limit them to."""
     order_date = dialect.local_date("o.ordered_at", settings.timezone)
-    con.execute(f"""
-        CREATE TABLE analytics.orders AS
+    return f"""
         SELECT o.source, o.order_id, m.customer_id, o.ordered_at, {order_date} AS order_date, o.amount,
                o.currency, o.status, o.channel, o.store_id
-        FROM work.stage.orders o
+        FROM work.stage.orders o {f"SEMI JOIN {only} USING (source, order_id)" if only else ""}
         LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
-        WHERE {order_date} <= DATE {dialect.quote(as_of.isoformat())}""")
+        WHERE {order_date} <= {day}"""
+
+
+def _order_lines_sql(only: str | None = None) -> str:
+    """The lines of the published orders; ``only``: a relation of (source, order_id) to limit them to."""
+    orders = f"(SELECT source, order_id FROM analytics.orders SEMI JOIN {only} USING (source, order_id))" \
+        if only else "analytics.orders"
+    return f"""
+        SELECT l.source, l.order_id, l.line_no, l.sku, l.category, l.quantity, l.unit_price
+        FROM work.stage.order_lines l SEMI JOIN {orders} o USING (source, order_id)"""
+
+
+ORDER_TABLES_STATE = "ops.publish_state"
+
+
+def _find_changed_orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, rebuild: bool) -> str:
+    """Whether the orders and order lines the copy of the published file holds can be updated in
+    place (``"updated"``), with the orders that can have changed since they were published in
+    ``changed_orders`` and the orders whose lines can have changed in ``changed_lines``: those
+    staged from a newer load, those whose source customer moved to another customer (the
+    published ``customer_source_ids`` against ``identity.node_customer``), those set aside as
+    another source's copy or taken back since (the published ``ops.order_copies``), those dated
+    after the published as_of, and, for lines, those with lines staged from a newer load.
+
+    The first publish, a changed definition (the code, the time zone), an earlier as_of than the
+    published one, and ``rebuild``, build both tables from the whole work file (``"rebuilt"``).
+    """
+    state = _published_state(con, _order_tables_definition(settings))
+    if rebuild or state is None or state["orders"][0] > as_of:
+        return "rebuilt"
+    day = f"DATE {dialect.quote(as_of.isoformat())}"
+    published_day = f"DATE {dialect.quote(state['orders'][0].isoformat())}"
+    order_date = dialect.local_date("o.ordered_at", settings.timezone)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE moved_source_customers AS
+        SELECT source, source_customer_id
+        FROM work.identity.node_customer n FULL JOIN analytics.customer_source_ids p USING (source, source_customer_id)
+        WHERE n.customer_id IS DISTINCT FROM p.customer_id;
+        CREATE OR REPLACE TEMP TABLE changed_orders AS
+        SELECT source, order_id FROM work.stage.order_versions WHERE _load_id > {state['orders'][1]}
+        UNION
+        SELECT source, order_id FROM work.stage.order_versions o
+        WHERE {order_date} > {published_day} AND {order_date} <= {day}
+        UNION
+        SELECT source, order_id FROM work.stage.order_versions SEMI JOIN moved_source_customers
+            USING (source, source_customer_id)
+        UNION
+        (SELECT source, order_id FROM work.stage.order_copies EXCEPT SELECT source, order_id FROM ops.order_copies)
+        UNION
+        (SELECT source, order_id FROM ops.order_copies EXCEPT SELECT source, order_id FROM work.stage.order_copies);
+        CREATE OR REPLACE TEMP TABLE changed_lines AS
+        SELECT source, order_id FROM changed_orders
+        UNION
+        SELECT source, order_id FROM work.stage.order_lines WHERE _load_id > {state['order_lines'][1]}""")
+    return "updated"
+
+
+def _order_tables_definition(settings: Settings) -> str:
+    return hashlib.sha256((_orders_sql(settings, "as_of") + _order_lines_sql()).encode()).hexdigest()[:16]
+
+
+def _published_state(con: duckdb.DuckDBPyConnection, definition: str) -> dict[str, tuple[date, int]] | None:
+    """(as_of, newest load) the copy's orders and order lines were published with, or None when
+    they cannot be updated in place (none published yet, or with another definition)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+                       " AND schema_name = 'ops' AND table_name = 'publish_state'").fetchone()[0]:
+        return None
+    state = {table: (as_of, loads) for table, as_of, loads in con.execute(
+        f"SELECT published, as_of, loads_through FROM {ORDER_TABLES_STATE} WHERE definition = ?",
+        [definition]).fetchall()}
+    return state if set(state) == {"orders", "order_lines"} else None
+
+
+def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, how: str) -> None:
+    """Orders, interactions and order lines as of the run date, in no particular order (sorting
+    millions of rows by their keys cost seconds and helps no query by customer or date).
+    Orders and order lines are built afresh or updated in place, as :func:`_find_changed_orders`
+    decided (``how``)."""
+    day = f"DATE {dialect.quote(as_of.isoformat())}"
     con.execute(f"""
         CREATE TABLE analytics.interactions AS
         SELECT i.source, i.interaction_id, m.customer_id, i.channel, i.kind, i.occurred_at,
                {dialect.local_date("i.occurred_at", settings.timezone)} AS occurred_on, i.rating
         FROM work.stage.interactions i
         LEFT JOIN work.identity.node_customer m USING (source, source_customer_id)
-        WHERE {dialect.local_date("i.occurred_at", settings.timezone)} <= DATE {dialect.quote(as_of.isoformat())}""")
-    con.execute("""
-        CREATE TABLE analytics.order_lines AS
-        SELECT l.source, l.order_id, l.line_no, l.sku, l.category, l.quantity, l.unit_price
-        FROM work.stage.order_lines l SEMI JOIN analytics.orders o USING (source, order_id)""")
+        WHERE {dialect.local_date("i.occurred_at", settings.timezone)} <= {day}""")
+    if how == "rebuilt":
+        con.execute(f"""
+            CREATE TABLE analytics.orders AS {_orders_sql(settings, day)};
+            CREATE TABLE analytics.order_lines AS {_order_lines_sql()}""")
+    else:
+        con.execute(f"""
+            DELETE FROM analytics.orders WHERE (source, order_id) IN (SELECT source, order_id FROM changed_orders);
+            INSERT INTO analytics.orders {_orders_sql(settings, day, "changed_orders")};
+            DELETE FROM analytics.order_lines WHERE (source, order_id) IN (SELECT source, order_id FROM changed_lines);
+            INSERT INTO analytics.order_lines {_order_lines_sql("changed_lines")}""")
+    con.execute(f"CREATE TABLE {ORDER_TABLES_STATE} (published VARCHAR, definition VARCHAR, as_of DATE,"
+                " loads_through BIGINT)")
+    con.execute(f"""
+        INSERT INTO {ORDER_TABLES_STATE}
+        SELECT 'orders', $definition, $as_of, max(_load_id) FROM work.stage.order_versions HAVING count(*) > 0
+        UNION ALL
+        SELECT 'order_lines', $definition, $as_of, max(_load_id) FROM work.stage.order_lines HAVING count(*) > 0""",
+                {"definition": _order_tables_definition(settings), "as_of": as_of})
 
 
 def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
@@ -138,16 +231,20 @@ HISTORY_TABLES = {
 }
 
 
-def _keep_only_history(con: duckdb.DuckDBPyConnection) -> None:
-    """In a copy of the previous warehouse: drop everything but the history tables, which are
-    updated in place (the SQL then costs what changed, not the length of the history kept)."""
+def _keep_history(con: duckdb.DuckDBPyConnection, orders: str) -> None:
+    """In a copy of the previous warehouse: drop everything but the history tables and, when
+    ``orders`` is ``"updated"``, the orders and order lines, which are updated in place (the SQL
+    then costs what changed, not the length of the history kept or the number of orders)."""
+    kept = {("analytics", t) for t in HISTORY_TABLES}
+    if orders == "updated":
+        kept |= {("analytics", "orders"), ("analytics", "order_lines")}
     objects = con.execute("""
         SELECT 'TABLE', schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()
         UNION ALL
         SELECT 'VIEW', schema_name, view_name FROM duckdb_views()
         WHERE database_name = current_database() AND NOT internal""").fetchall()
     for kind, schema, name in objects:
-        if (schema, name) not in {("analytics", t) for t in HISTORY_TABLES}:
+        if (schema, name) not in kept:
             con.execute(f'DROP {kind} "{schema}"."{name}"')
     con.execute("CHECKPOINT")  # tonight's tables reuse the blocks just freed: the file does not grow
 
@@ -295,12 +392,14 @@ def _copy_chunk(reading, writing, offset: int) -> int:
         return writing.write(reading.read(COPY_CHUNK))
 
 
-def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: WarehouseCopy | None = None) -> PublishResult:
+def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: WarehouseCopy | None = None,
+            rebuild: bool = False) -> PublishResult:
     """Build the new warehouse file from the work database and swap it in.
 
     ``record`` is this run's ledger row as it will finish; it is published with the run.
     ``copy`` is the published file's copy the run started earlier (see :class:`WarehouseCopy`);
     without one, or after it was discarded, publishing copies the file itself first.
+    ``rebuild`` builds the orders and order lines from the whole work file (see :func:`_find_changed_orders`).
     """
     as_of, run_id = record.as_of, record.run_id
     target = settings.warehouse
@@ -310,17 +409,18 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
     con = None
     try:
         waiting = time.perf_counter()
-        copied_bytes, copy_seconds = copy.wait()  # the history tables come with it
+        copied_bytes, copy_seconds = copy.wait()  # the history, orders and order lines come with it
         copy_wait_seconds = time.perf_counter() - waiting
         con = dialect.connect(building, settings.memory_limit)
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
-        _keep_only_history(con)
+        orders = _find_changed_orders(con, settings, as_of, rebuild)
+        _keep_history(con, orders)
         for table, columns in HISTORY_TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS analytics.{table} ({columns})")
         _catalog(con, rules)
         _customers(con, settings)
-        _orders(con, settings, as_of)
+        _orders(con, settings, as_of, orders)
         _tags(con, rules, as_of)
         _history(con, as_of, settings.history_retention_days)
         _ops(con, record)
@@ -338,7 +438,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         copy.discard()
         raise
     os.replace(building, target)
-    return PublishResult(warehouse=target, export=export, tables=tables, copied_bytes=copied_bytes,
+    return PublishResult(warehouse=target, export=export, tables=tables, orders=orders, copied_bytes=copied_bytes,
                          copy_seconds=copy_seconds, copy_wait_seconds=copy_wait_seconds)
 
 

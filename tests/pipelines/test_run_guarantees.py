@@ -3,7 +3,10 @@ publish, history that moves day by day."""
 
 from __future__ import annotations
 
+import csv
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -145,6 +148,79 @@ def test_a_full_rebuild_lands_everything_again_and_publishes_the_same_tags(prefe
         assert con.execute(query).fetchall() == before
         statuses = dict(con.execute("SELECT status, count(*) FROM ops.loads GROUP BY 1").fetchall())
     assert statuses["superseded"] == statuses["validated"] + statuses["duplicate"]
+
+
+def test_orders_updated_in_place_are_the_orders_built_from_scratch(prefect_harness, sample_inbox, data_dir):
+    """A night publishes only the orders that changed into last night's tables; what it publishes
+    is what building them from the whole work file gives."""
+    inbox = copy_inbox(sample_inbox, data_dir)
+    held = data_dir.with_name("held")
+    held.mkdir()
+    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
+        late.rename(held / late.name)
+    picked_up = _hold_back_a_picked_up_order(inbox, held)
+    nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    night_before = _published_orders(data_dir)
+    for late in held.iterdir():
+        late.rename(inbox / "marketplace" / late.name)
+    merged = _merge_two_web_buyers(inbox / "web")
+
+    assert nightly(as_of=AS_OF.isoformat())["published_orders"] == "updated"
+    updated = _published_orders(data_dir)
+    rebuilt = publish(Settings.from_env(), load_rules(), RunRecord(run_id="rebuilt", as_of=AS_OF, status="success"),
+                      rebuild=True)
+    assert rebuilt.orders == "rebuilt"
+    assert _published_orders(data_dir) == updated
+
+    # What the night changed: the newest export's orders and re-exported ones refunded since,
+    before, after = set(night_before["orders"]), set(updated["orders"])
+    assert after - before and before - after
+    assert set(updated["order_lines"]) - set(night_before["order_lines"])
+    # orders dated AS_OF that files landed before held (left out the night before),
+    assert any(row[0] != "marketplace" and row[4] == AS_OF for row in after - before)
+    # the earlier orders of one of two merged buyers, now under the other's customer id,
+    customer = {(r[0], r[1]): r[2] for r in after}
+    customer_before = {(r[0], r[1]): r[2] for r in before}
+    assert len({customer[order] for order in merged}) == 1
+    assert [order for order in merged if order in customer_before and customer[order] != customer_before[order]]
+    # and the store receipt of a marketplace order delivered late, now a copy of that order.
+    assert picked_up in customer_before and picked_up not in customer
+
+
+def _published_orders(data: Path) -> dict[str, list]:
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        return {t: con.execute(f"SELECT * FROM analytics.{t} ORDER BY ALL").fetchall() for t in ("orders", "order_lines")}
+
+
+def _hold_back_a_picked_up_order(inbox: Path, held: Path) -> tuple[str, str]:
+    """Move the rows of one marketplace order picked up in a store from the marketplace's exports
+    to ``held``; returns the store receipt (published as an order of its own until the
+    marketplace's order arrives)."""
+    with open(inbox / "store" / "pos_transactions_pickups.csv", encoding="gbk", newline="") as f:
+        receipt, *_, order = next(csv.reader(f.readlines()[1:]))
+    late = []
+    for export in sorted((inbox / "marketplace").glob("orders_*.csv")):
+        header, *rows = export.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+        late += [r for r in rows if r.startswith(order + ",")]
+        export.write_text(header + "".join(r for r in rows if not r.startswith(order + ",")), encoding="utf-8-sig")
+    assert late, f"the sample's marketplace exports hold no order {order}"
+    (held / "orders_late.csv").write_text(header + "".join(late), encoding="utf-8-sig")
+    return "store", receipt
+
+
+def _merge_two_web_buyers(web: Path) -> list[tuple[str, str]]:
+    """Deliver a newer profile of one web buyer with another buyer's email, so that the next run
+    merges their customers; returns the web orders of both (all landed before)."""
+    users = [json.loads(line) for line in (web / "users.jsonl").read_text(encoding="utf-8").splitlines()]
+    orders: dict[str, list[str]] = {}
+    for line in (web / "orders.jsonl").read_text(encoding="utf-8").splitlines():
+        order = json.loads(line)
+        orders.setdefault(order["user_id"], []).append(order["order_id"])
+    first, second = [u for u in users if u["user_id"] in orders and u.get("email") and "@" in u["email"]
+                     and not u.get("member_card")][:2]
+    newer = {**second, "email": first["email"], "updated_at": f"{AS_OF}T08:00:00Z"}
+    (web / "users_merge.jsonl").write_text(json.dumps(newer, ensure_ascii=False) + "\n", encoding="utf-8")
+    return [("web", order) for user in (first, second) for order in orders[user["user_id"]]]
 
 
 def test_a_broken_source_file_degrades_the_run_but_the_others_publish(prefect_harness, sample_inbox, data_dir):
