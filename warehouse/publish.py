@@ -162,7 +162,7 @@ def _published_state(con: duckdb.DuckDBPyConnection, definition: str) -> dict[st
     """(as_of, newest load) the copy's orders and order lines were published with, or None when
     they cannot be updated in place (none published yet, or with another definition)."""
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
-                       " AND schema_name = 'ops' AND table_name = 'publish_state'").fetchone()[0]:
+                       " AND schema_name || '.' || table_name = ?", [ORDER_TABLES_STATE]).fetchone()[0]:
         return None
     state = {table: (as_of, loads) for table, as_of, loads in con.execute(
         f"SELECT published, as_of, loads_through FROM {ORDER_TABLES_STATE} WHERE definition = ?",
@@ -231,7 +231,7 @@ HISTORY_TABLES = {
 }
 
 
-def _keep_history(con: duckdb.DuckDBPyConnection, orders: str) -> None:
+def _keep_tables_updated_in_place(con: duckdb.DuckDBPyConnection, orders: str) -> None:
     """In a copy of the previous warehouse: drop everything but the history tables and, when
     ``orders`` is ``"updated"``, the orders and order lines, which are updated in place (the SQL
     then costs what changed, not the length of the history kept or the number of orders)."""
@@ -415,7 +415,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
         orders = _find_changed_orders(con, settings, as_of, rebuild)
-        _keep_history(con, orders)
+        _keep_tables_updated_in_place(con, orders)
         for table, columns in HISTORY_TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS analytics.{table} ({columns})")
         _catalog(con, rules)

@@ -264,8 +264,9 @@ def test_tag_history_keeps_only_the_configured_retention(prefect_harness, sample
 
 
 def test_publishing_night_after_night_reuses_the_warehouse_file(prefect_harness, sample_inbox, data_dir):
-    """Each publish starts from a copy of the published file and replaces all but the history:
-    the space the replaced tables held is reused, so the file does not grow by a night's tables."""
+    """Each publish starts from a copy of the published file and replaces all but the history and
+    the orders: the space the replaced tables held is reused, so the file does not grow by a
+    night's tables."""
     copy_inbox(sample_inbox, data_dir)
     nightly(as_of=AS_OF.isoformat())
     settings, rules = Settings.from_env(), load_rules()
