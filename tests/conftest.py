@@ -50,6 +50,20 @@ def copy_inbox(sample_inbox: Path, data_dir: Path) -> Path:
     return inbox
 
 
+def hold_back_newest_marketplace_export(inbox: Path, held: Path) -> None:
+    """Move the marketplace's export of AS_OF (and its re-send) out of the inbox into ``held``
+    (created), so that a night runs without it."""
+    held.mkdir()
+    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
+        late.rename(held / late.name)
+
+
+def deliver_held_back(held: Path, inbox: Path) -> None:
+    """Move the marketplace files in ``held`` back into the inbox, as a delivery since the last night."""
+    for late in held.iterdir():
+        late.rename(inbox / "marketplace" / late.name)
+
+
 @pytest.fixture()
 def settings(data_dir) -> Settings:
     return Settings.from_env()

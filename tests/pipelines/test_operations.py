@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from pipelines.nightly import backfill, nightly
-from tests.conftest import AS_OF, copy_inbox
+from tests.conftest import AS_OF, copy_inbox, deliver_held_back, hold_back_newest_marketplace_export
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,12 +61,9 @@ def day_before(prefect_harness, sample_inbox, tmp_path_factory):
     mp.setenv("TAGWRIGHT_DATA_DIR", str(base))
     inbox = copy_inbox(sample_inbox, base)
     held = base.with_name("held")
-    held.mkdir()
-    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
-        late.rename(held / late.name)
+    hold_back_newest_marketplace_export(inbox, held)
     nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
-    for late in held.iterdir():
-        late.rename(inbox / "marketplace" / late.name)
+    deliver_held_back(held, inbox)
     reference = base.with_name("reference")
     shutil.copytree(base, reference)
     mp.setenv("TAGWRIGHT_DATA_DIR", str(reference))

@@ -14,7 +14,7 @@ import pytest
 import pipelines.nightly as nightly_module
 from pipelines.nightly import nightly
 from rules.model import load_rules
-from tests.conftest import AS_OF, copy_inbox
+from tests.conftest import AS_OF, copy_inbox, deliver_held_back, hold_back_newest_marketplace_export
 from warehouse.errors import RunLockedError
 from warehouse.publish import publish
 from warehouse.runs import RunRecord, run_lock
@@ -155,14 +155,11 @@ def test_orders_updated_in_place_are_the_orders_built_from_scratch(prefect_harne
     is what building them from the whole work file gives."""
     inbox = copy_inbox(sample_inbox, data_dir)
     held = data_dir.with_name("held")
-    held.mkdir()
-    for late in (inbox / "marketplace").glob(f"orders_{AS_OF:%Y%m%d}*.csv"):
-        late.rename(held / late.name)
+    hold_back_newest_marketplace_export(inbox, held)
     picked_up = _hold_back_a_picked_up_order(inbox, held)
     nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
     night_before = _published_orders(data_dir)
-    for late in held.iterdir():
-        late.rename(inbox / "marketplace" / late.name)
+    deliver_held_back(held, inbox)
     merged = _merge_two_web_buyers(inbox / "web")
 
     assert nightly(as_of=AS_OF.isoformat())["published_orders"] == "updated"
