@@ -73,7 +73,7 @@ def _views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
 
 def _validate(con: duckdb.DuckDBPyConnection, as_of: date) -> None:
     future = f"TIMESTAMP '{as_of.isoformat()} 23:59:59' + INTERVAL 1 DAY"
-    con.execute(f"""
+    con.execute("""
         SELECT count(*) FILTER (WHERE user_id IS NULL), count(*) FILTER (WHERE try_cast(birthday AS DATE) IS NULL),
                count(*) - count(DISTINCT user_id) FROM web_users""").fetchall()
     con.execute(f"""

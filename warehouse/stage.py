@@ -160,11 +160,13 @@ def _newest_sql(relation: str, key: str, columns: str) -> str:
 
 
 def _lake_files(settings: Settings, entity: str) -> dict[str, tuple[int, int]]:
-    """The entity's validated Parquet files: path -> (bytes, modified ns)."""
+    """The entity's validated Parquet files: path inside the lake -> (bytes, modified ns).  Paths
+    are recorded relative to the lake, so a data directory moved or copied with its files'
+    times (``cp -a``, ``rsync -a``) keeps staging incrementally."""
     files = {}
     for path in _valid_files(settings, entity):
         stat = path.stat()
-        files[str(path)] = (stat.st_size, stat.st_mtime_ns)
+        files[path.relative_to(settings.lake).as_posix()] = (stat.st_size, stat.st_mtime_ns)
     return files
 
 
@@ -190,7 +192,7 @@ def _stage_incrementally(con: duckdb.DuckDBPyConnection, settings: Settings, ent
     how = "rebuilt"
     if unchanged and not added:
         how = "kept"
-    elif unchanged and merge(dialect.read_parquet([Path(p) for p in added])):
+    elif unchanged and merge(dialect.read_parquet([settings.lake / p for p in added])):
         how = "merged"
     if how == "rebuilt":
         rebuild(_register_lake(con, settings, entity))

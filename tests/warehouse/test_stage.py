@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from tests.warehouse.helpers import write_marketplace_orders, write_web_users
@@ -79,6 +80,20 @@ def test_a_changed_lake_file_builds_events_afresh(settings):
     os.utime(valid, ns=(valid.stat().st_atime_ns, valid.stat().st_mtime_ns + 1_000_000))  # as an erasure rewrites it
     how, rows = _night(settings, "r2")
     assert how == "rebuilt" and len(rows) == 2
+
+
+def test_a_data_directory_moved_with_its_files_times_keeps_staging_incrementally(settings, tmp_path):
+    """Staging records lake paths relative to the lake: after ``cp -a`` of the data directory
+    the next night merges only what it adds (absolute paths made it build everything again)."""
+    _write_events(settings.inbox, "events_1.jsonl", [("E1", "U1", "page_view"), ("E2", "U1", "search")])
+    _night(settings, "r1")
+    moved = Settings.from_env(data_dir=tmp_path / "moved")
+    shutil.copytree(settings.data_dir, moved.data_dir)  # copy2: the files keep their modification times
+    shutil.rmtree(settings.data_dir)
+    _write_events(moved.inbox, "events_2.jsonl", [("E3", "U2", "login")])
+    how, rows = _night(moved, "r2")
+    assert how == "merged" and [r[1] for r in rows] == ["E1", "E2", "E3"]
+    assert _night(moved, "r3")[0] == "kept"
 
 
 def test_a_reexported_order_keeps_its_lines_from_the_newest_file(settings):

@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS ops.validations (
 -- variant: the default phone region the phone keys were made for.
 CREATE TABLE IF NOT EXISTS stage.phone_keys (raw VARCHAR, e164 VARCHAR, masked_key VARCHAR, variant VARCHAR);
 CREATE TABLE IF NOT EXISTS stage.name_keys (raw VARCHAR, name_key VARCHAR, variant VARCHAR);
--- The validated lake files each incrementally staged table was built from (warehouse/stage.py);
+-- The validated lake files (paths inside the lake) each incrementally staged table was built from
+-- (warehouse/stage.py);
 -- definition: a digest of the table's SQL, so a changed definition builds it afresh.
 CREATE TABLE IF NOT EXISTS stage.staged_files (
     "table" VARCHAR NOT NULL, definition VARCHAR NOT NULL, path VARCHAR NOT NULL, bytes BIGINT NOT NULL,
