@@ -137,6 +137,35 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
 
 
+def test_core_checks_stop_a_customer_holding_a_tag_twice_with_different_values(settings):
+    """One row per customer and tag, judged per tag: counted per tag and value, a customer with
+    churn_risk both high and low was one row and one customer in each group and passed."""
+    from rules.model import load_rules
+    from warehouse.core_checks import check_core_tables
+    from warehouse.errors import StageError
+    from warehouse.workdb import open_work_db
+
+    write_web_users(settings.inbox, [{"user_id": f"U{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    run_through_identity(settings)
+    con = open_work_db(settings)
+    try:
+        first = con.execute("SELECT min(customer_id) FROM identity.golden").fetchone()[0]
+        con.execute("CREATE TABLE features.customer_features AS SELECT customer_id FROM identity.golden")
+        con.execute("""CREATE TABLE tags.customer_tags AS
+                       SELECT customer_id, 'churn_risk' AS tag, 'low' AS value, NULL::DOUBLE AS score
+                       FROM identity.golden
+                       UNION ALL SELECT ?, 'churn_risk', 'high', NULL""", [first])
+        with pytest.raises(StageError) as failed:
+            check_core_tables(con, settings, load_rules(), "r1")
+        recorded = con.execute("""SELECT expectation, success FROM ops.validations
+                                  WHERE suite = 'customer_tags_core' AND NOT success""").fetchall()
+    finally:
+        con.close()
+    assert ("customer_tags_core: expect_column_pair_values_to_be_equal on tag_rows,tag_customers failed "
+            "(2 rows, e.g. [('churn_risk: 4', 'churn_risk: 3')") in str(failed.value)
+    assert recorded == [("expect_column_pair_values_to_be_equal", False)]
+
+
 @pytest.mark.parametrize("slice_rows", [1_000_000, 2], ids=["whole table", "in slices"])
 def test_core_checks_find_a_customer_id_repeated_anywhere_in_the_table(settings, slice_rows):
     from rules.model import load_rules
