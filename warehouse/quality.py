@@ -84,6 +84,7 @@ class QualityContext:
         self.docs_index = data_docs_index(settings)
         self.keep_runs = settings.data_docs_runs
         self.results = target / "uncommitted" / "validations"  # the results store (great_expectations.yml)
+        self.validated_suites: set[str] = set()  # whose results of this run build_docs renders
 
     def suite(self, name: str, extra: list | None = None) -> gx.ExpectationSuite:
         """A committed suite (or a new one the run derives), with ``extra`` expectations the run
@@ -127,6 +128,7 @@ class QualityContext:
         definition = asset.add_batch_definition_whole_dataframe(f"{asset_name}-{self.run_id}-{suite.name}")
         validation = self.context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=f"{suite.name}:{asset_name}", data=definition, suite=suite))
+        self.validated_suites.add(suite.name)
         result_format = {"result_format": "COMPLETE"}
         if index_column:
             result_format["unexpected_index_column_names"] = [index_column]
@@ -145,16 +147,19 @@ class QualityContext:
             pa.default_memory_pool().release_unused()  # the frame's Arrow buffers, for DuckDB's use
 
     def build_docs(self) -> Path:
-        """Render this run's validation results, the suites they used and the index into the
-        Data Docs site, after dropping the results of runs older than the newest ``keep_runs``
-        (earlier runs' pages are there already; rendering them again each night, or indexing
-        every result ever stored, would grow with the history: GX's index reads each stored
-        result whole, 6.0 s a build after a year of nightly runs at 1M customers)."""
+        """Render the results this context stored (this run's, of the suites it validated), the
+        suites they used and the index into the Data Docs site, after dropping the results of
+        runs older than the newest ``keep_runs``.  Pages rendered before are there already:
+        the core checks' context does not render the run's validation pages again (2 to 5 s of a
+        full run at 1M customers), and no night renders earlier runs' pages or indexes every
+        result ever stored (GX's index reads each stored result whole, 6.0 s a build after a
+        year of nightly runs at 1M customers)."""
         self._save_config()
         stored = self.context.validation_results_store.list_keys()
         for key in _results_to_drop(stored, self.run_id, self.keep_runs):
             self.context.validation_results_store.remove_key(key)  # its page goes with the index build
-        results = [k for k in stored if k.run_id.run_name == self.run_id]
+        results = [k for k in stored if k.run_id.run_name == self.run_id
+                   and k.expectation_suite_identifier.name in self.validated_suites]
         suites = ({k.expectation_suite_identifier.name for k in results}
                   or {k.name for k in self.context.expectations_store.list_keys()})  # GX renders all for none
         self.context.build_data_docs(resource_identifiers=[*map(ExpectationSuiteIdentifier, sorted(suites)), *results])
