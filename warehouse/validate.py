@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,15 +146,23 @@ def _validate_slices(con: duckdb.DuckDBPyConnection, quality: QualityContext, lo
     ``erased`` rows (by ``_rid``) are left out of both: their values must not be quoted again."""
     n = pq.ParquetFile(load["lake_path"]).metadata.num_rows
     sliced = n > slice_rows
-    per_slice, findings = _validate_each_slice(quality, load, quality.per_slice(suite) if sliced else suite,
-                                               n, min_rows, slice_rows, erased)
-    if sliced:
-        for expectation in key_expectations(suite):
-            repeated = [f for f in _repeated_key_rows(con, load["lake_path"], expectation) if f["_rid"] not in erased]
-            findings += repeated
-            # GX counts every row of a repeated key; the first of each stays loaded.
-            unexpected = len(repeated) + len({f["value"] for f in repeated})
-            per_slice.append([key_summary(expectation, n, unexpected, [f["value"] for f in repeated])])
+    keys = key_expectations(suite) if sliced else []
+    with con.cursor() as checking, ThreadPoolExecutor(max_workers=1) as beside:
+        # DuckDB checks the keys on the core GX leaves idle (GX works on one thread).
+        checks = [beside.submit(_repeated_key_rows, checking, load["lake_path"], e) for e in keys]
+        try:
+            per_slice, findings = _validate_each_slice(quality, load, quality.per_slice(suite) if sliced else suite,
+                                                       n, min_rows, slice_rows, erased)
+        except BaseException:
+            checking.interrupt()  # the failure goes on now, not when the key check is done
+            raise
+        repeated_per_key = [check.result() for check in checks]
+    for expectation, found in zip(keys, repeated_per_key):
+        repeated = [f for f in found if f["_rid"] not in erased]
+        findings += repeated
+        # GX counts every row of a repeated key; the first of each stays loaded.
+        unexpected = len(repeated) + len({f["value"] for f in repeated})
+        per_slice.append([key_summary(expectation, n, unexpected, [f["value"] for f in repeated])])
     validations = merge_summaries(per_slice)
     for v in validations:  # the row-count gate is about the whole batch
         if v["expectation"] == "expect_table_row_count_to_be_between":

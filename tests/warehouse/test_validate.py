@@ -254,6 +254,36 @@ def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, pa
     assert loaded == ["W1", "W2"]
 
 
+@pytest.mark.parametrize("failing", ["gx", "key check"])
+def test_a_failure_beside_the_key_check_of_a_sliced_batch_stops_validation_with_nothing_validated(
+        settings, monkeypatch, failing):
+    """A sliced batch has its keys checked by DuckDB on a thread while GX validates the slices;
+    a failure on either side goes on unmasked and leaves the batch landed, for the next run."""
+    import warehouse.validate
+    from warehouse.quality import QualityContext
+
+    import json
+
+    settings = replace(settings, validate_slice_rows=2)
+    (settings.inbox / "web").mkdir(parents=True)
+    (settings.inbox / "web" / "orders.jsonl").write_text("".join(
+        json.dumps({"order_id": f"W{i}", "user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10,
+                    "currency": "CNY", "status": "paid", "items": []}) + "\n" for i in range(5)), encoding="utf-8")
+    if failing == "gx":
+        monkeypatch.setattr(QualityContext, "validate", lambda *args, **kwargs: (_ for _ in ()).throw(
+            MemoryError("out of memory")))
+    else:
+        def key_check_failing(con, raw, expectation):
+            raise duckdb.IOException(f"could not read {raw}")
+        monkeypatch.setattr(warehouse.validate, "_repeated_key_rows", key_check_failing)
+    with closing(open_work_db(settings)) as con:
+        land(con, settings, "r1")
+        with pytest.raises((MemoryError, duckdb.IOException), match="out of memory|could not read"):
+            warehouse.validate.validate(con, settings, "r1")
+        assert con.execute("SELECT DISTINCT status FROM ops.loads").fetchall() == [("landed",)]
+        assert con.execute("SELECT count(*) FROM ops.quarantine").fetchone() == (0,)
+
+
 def test_validating_many_batches_keeps_none_of_their_data(settings):
     """GX's pandas engine caches each batch and every metric it computed; a nightly run validates
     dozens of million-row slices, so the quality context lets go of them after each one."""
