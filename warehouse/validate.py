@@ -5,9 +5,10 @@ warehouse/quality.py): required values, value sets, ranges, email shape, no futu
 implausible dates, unique keys within the batch.  Each row is known by ``_rid``, its position
 in the raw Parquet (DuckDB's ``file_row_number``), so rows with duplicated business keys stay
 distinguishable.  A batch larger than ``validate_slice_rows`` is given to GX one slice at a
-time (memory stays bounded), its keys checked in SQL over the whole batch (GX would see
-one slice at a time).  Rows failing a row-level expectation go to ``ops.quarantine`` (one row per
-failed expectation, with the offending value); the rest are written to the validated lake.
+time (memory stays bounded), its keys checked in SQL over the whole batch by DuckDB beside
+GX (GX would see one slice at a time).  Rows failing a row-level expectation go to
+``ops.quarantine`` (one row per failed expectation, with the offending value); the rest are
+written to the validated lake.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
 quarantined with that reason.  For every batch: rows_in = rows_loaded + rows_quarantined.
 Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_docs``.
