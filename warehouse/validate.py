@@ -63,13 +63,15 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
         items = r.result.get("unexpected_index_list") or []
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
-        for item in items:
-            rid = int(item["_rid"])
-            values = [item[c] if c in item else frame.at[rid, c] for c in columns]
+        rids = [int(item["_rid"]) for item in items]
+        failing = frame.loc[rids, list(dict.fromkeys(["_row", "source_record_id", *columns]))]  # one lookup
+        failing = {c: failing[c].tolist() for c in failing.columns}
+        for i, (rid, item) in enumerate(zip(rids, items)):
+            values = [item[c] if c in item else failing[c][i] for c in columns]
             shown = [None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v) for v in values]
             findings.append({"_rid": rid, "expectation": kind, "column": column,
                              "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown),
-                             "row": int(frame.at[rid, "_row"]), "source_record_id": frame.at[rid, "source_record_id"]})
+                             "row": int(failing["_row"][i]), "source_record_id": failing["source_record_id"][i]})
     return validations, findings
 
 
