@@ -259,22 +259,26 @@ def test_a_failure_beside_the_key_check_of_a_sliced_batch_stops_validation_with_
         settings, monkeypatch, failing):
     """A sliced batch has its keys checked by DuckDB on a thread while GX validates the slices;
     a failure on either side goes on unmasked and leaves the batch landed, for the next run."""
+    import json
+
     import warehouse.validate
     from warehouse.quality import QualityContext
-
-    import json
 
     settings = replace(settings, validate_slice_rows=2)
     (settings.inbox / "web").mkdir(parents=True)
     (settings.inbox / "web" / "orders.jsonl").write_text("".join(
         json.dumps({"order_id": f"W{i}", "user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10,
                     "currency": "CNY", "status": "paid", "items": []}) + "\n" for i in range(5)), encoding="utf-8")
+
+    def gx_failing(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    def key_check_failing(con, raw, expectation):
+        raise duckdb.IOException(f"could not read {raw}")
+
     if failing == "gx":
-        monkeypatch.setattr(QualityContext, "validate", lambda *args, **kwargs: (_ for _ in ()).throw(
-            MemoryError("out of memory")))
+        monkeypatch.setattr(QualityContext, "validate", gx_failing)
     else:
-        def key_check_failing(con, raw, expectation):
-            raise duckdb.IOException(f"could not read {raw}")
         monkeypatch.setattr(warehouse.validate, "_repeated_key_rows", key_check_failing)
     with closing(open_work_db(settings)) as con:
         land(con, settings, "r1")
