@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.warehouse.helpers import write_marketplace_orders, write_web_users
 from warehouse.land import land
+from warehouse.quality import UNIQUENESS, committed_context_dir
 from warehouse.settings import Settings
 from warehouse.stage import stage
 from warehouse.validate import validate
@@ -111,6 +112,45 @@ def test_a_reexported_order_keeps_its_lines_from_the_newest_file(settings):
         con.close()
     assert lines == [("T000000001", "marketplace/orders_20250101.csv"), ("T000000002", "marketplace/orders_20250101.csv"),
                      ("T000000003", "marketplace/orders_20250102.csv")]
+
+
+def _write_pos(inbox: Path, name: str, lines: list[tuple[str, int, str]]) -> None:
+    """(receipt, line_no, quantity) sale lines in the store's POS export format."""
+    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型,平台订单号\n"
+    rows = "".join(f"{receipt},{line_no},M1,,2025/01/04 10:00,S001,SKU{line_no},美妆,{quantity},10.00,"
+                   f"{int(quantity) * 10}.00,销售,\n" for receipt, line_no, quantity in lines)
+    (inbox / "store").mkdir(parents=True, exist_ok=True)
+    (inbox / "store" / name).write_bytes((header + rows).encode("gbk"))
+
+
+def test_an_order_sent_again_with_fewer_lines_keeps_only_its_newest_loads_lines(settings):
+    """Only orders with lines in several loads go through the windows: a line the newer load
+    no longer has goes, a line it changed is taken from it, and the lines of orders one load
+    holds all stay (whichever night their files came in)."""
+    _write_pos(settings.inbox, "pos_transactions_1.csv", [("R1", 1, "1"), ("R1", 2, "1"), ("R1", 3, "1"),
+                                                          ("R2", 1, "1"), ("R2", 2, "2")])
+    _stage_night(settings, "r1", ("order_lines",))
+    _write_pos(settings.inbox, "pos_transactions_2.csv", [("R1", 1, "1"), ("R1", 3, "5"), ("R3", 1, "1")])
+    how, merged = _stage_night(settings, "r2", ("order_lines",))
+    assert how["order_lines"] == "merged"
+    kept = [(r[1], r[2], r[5], r[-3]) for r in merged["order_lines"]]  # order_id, line_no, quantity, _file
+    assert kept == [("R1", 1, 1, "store/pos_transactions_2.csv"), ("R1", 3, 5, "store/pos_transactions_2.csv"),
+                    ("R2", 1, 1, "store/pos_transactions_1.csv"), ("R2", 2, 2, "store/pos_transactions_1.csv"),
+                    ("R3", 1, 1, "store/pos_transactions_2.csv")]
+    how, rebuilt = _stage_night(settings, "r3", ("order_lines",), rebuild=True)
+    assert how["order_lines"] == "rebuilt" and rebuilt == merged
+
+
+def test_the_validation_suites_keep_a_staged_key_once_per_file():
+    """Staging lets rows of one load through without counting keys (``_several_loads``): that
+    holds only while validation quarantines a key's repeats within a file."""
+    suites = {json.loads(p.read_text(encoding="utf-8"))["name"]: json.loads(p.read_text(encoding="utf-8"))
+              for p in (committed_context_dir() / "expectations").glob("*.json")}
+    keys = {suite: [e["kwargs"].get("column_list") or [e["kwargs"]["column"]] for e in suites[suite]["expectations"]
+                    if e["type"] in UNIQUENESS]
+            for suite in ("order_rows", "order_line_rows", "event_rows", "interaction_rows")}
+    assert keys == {"order_rows": [["order_id"]], "order_line_rows": [["order_id", "line_no"]],
+                    "event_rows": [["event_id"]], "interaction_rows": [["interaction_id"]]}
 
 
 def test_orders_and_lines_staged_incrementally_equal_a_full_build(settings):
