@@ -232,15 +232,20 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
         LEFT JOIN identity.node_customer p USING (source, source_customer_id)""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE claims AS
-        SELECT c.component, c.old_id, count(*) AS records, any_value(i.seq) AS seq
-        FROM components c JOIN identity.customer_ids i ON i.customer_id = c.old_id
-        GROUP BY c.component, c.old_id;
+        SELECT c.component, c.old_id, c.records, i.seq
+        FROM (SELECT component, old_id, count(*) AS records FROM components WHERE old_id IS NOT NULL GROUP BY ALL) c
+        JOIN identity.customer_ids i ON i.customer_id = c.old_id;
         CREATE OR REPLACE TEMP TABLE won AS
         SELECT * FROM claims
         QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY records DESC, component) = 1;
+        -- Most components won one id: only those that won several are ordered (an ordered list
+        -- per component took 1.4 s at 1M customers, 0.2 s so).
         CREATE OR REPLACE TEMP TABLE kept AS
-        SELECT component, arg_min(old_id, seq) AS customer_id, list(old_id ORDER BY seq) AS won_ids
-        FROM won GROUP BY component;""")
+        WITH shared AS (SELECT component FROM won GROUP BY component HAVING count(*) > 1)
+        SELECT component, old_id AS customer_id, [old_id] AS won_ids FROM won ANTI JOIN shared USING (component)
+        UNION ALL
+        SELECT component, arg_min(old_id, seq), list(old_id ORDER BY seq)
+        FROM won SEMI JOIN shared USING (component) GROUP BY component;""")
     next_seq = con.execute("SELECT coalesce(max(seq), 0) FROM identity.customer_ids").fetchall()[0][0]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE assigned AS
