@@ -162,6 +162,7 @@ def customer_features_sql(con: duckdb.DuckDBPyConnection, settings: Settings, ru
                 f"{base_features_sql(rules, as_of, settings.lookback_days)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE base_features AS {scores_sql(rules, 'unscored_features')}")
     fitted, model_columns = _add_models(con, rules, "base_features")
+    # Stored by customer_id: publishing copies the table in that order without sorting it again.
     return f"SELECT *{''.join(', ' + c for c in model_columns)} FROM base_features ORDER BY customer_id", fitted
 
 

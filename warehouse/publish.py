@@ -206,9 +206,10 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, how
 def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
     con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags"
                 " ORDER BY customer_id, tag")
+    # The features stage stores its table by customer_id, and a scan of one table keeps that order.
     con.execute(f"""CREATE TABLE analytics.customer_features AS
                     SELECT DATE {dialect.quote(as_of.isoformat())} AS as_of, *
-                    FROM work.features.customer_features ORDER BY customer_id""")
+                    FROM work.features.customer_features""")
     in_force = overrides_in_force_sql(as_of, "work.tags.overrides")
     con.execute(f"""CREATE TABLE analytics.tag_overrides AS
                     SELECT o.override_id, o.customer_id, o.tag, o.value, o.reason, o.author, o.created_at,
