@@ -144,8 +144,8 @@ def test_an_order_sent_again_with_fewer_lines_keeps_only_its_newest_loads_lines(
 def test_the_validation_suites_keep_a_staged_key_once_per_file():
     """Staging lets rows of one load through without counting keys (``_several_loads``): that
     holds only while validation quarantines a key's repeats within a file."""
-    suites = {json.loads(p.read_text(encoding="utf-8"))["name"]: json.loads(p.read_text(encoding="utf-8"))
-              for p in (committed_context_dir() / "expectations").glob("*.json")}
+    suites = {s["name"]: s for s in (json.loads(p.read_text(encoding="utf-8"))
+                                     for p in (committed_context_dir() / "expectations").glob("*.json"))}
     keys = {suite: [e["kwargs"].get("column_list") or [e["kwargs"]["column"]] for e in suites[suite]["expectations"]
                     if e["type"] in UNIQUENESS]
             for suite in ("order_rows", "order_line_rows", "event_rows", "interaction_rows")}
