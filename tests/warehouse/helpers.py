@@ -17,6 +17,8 @@ from warehouse.workdb import open_work_db
 MEMBER_HEADER = ["会员卡号", "姓名", "手机号", "性别", "生日", "省份", "城市", "入会时间", "短信订阅"]
 MARKETPLACE_HEADER = ["订单编号", "子订单编号", "买家昵称", "收货人", "联系电话", "收货省份", "收货城市", "下单时间",
                       "商品编码", "商品类目", "购买数量", "商品单价", "实付金额", "订单状态"]
+POS_HEADER = ["小票号", "行号", "会员卡号", "手机号", "交易时间", "门店编号", "商品编码", "品类", "数量", "单价", "金额",
+              "交易类型", "平台订单号"]
 
 
 def write_web_users(inbox: Path, users: list[dict], name: str = "users.jsonl") -> None:
@@ -38,6 +40,20 @@ def write_store_members(inbox: Path, members: list[dict], name: str = "members.c
     writer.writeheader()
     for m in members:
         writer.writerow({**defaults, **m})
+    (folder / name).write_bytes(buffer.getvalue().encode("gbk"))
+
+
+def write_pos_transactions(inbox: Path, lines: list[dict], name: str = "pos_transactions.csv") -> None:
+    """One sale line per dict (小票号, 行号, ...) in the store's GBK POS export: member M1, one item at 10.00."""
+    folder = inbox / "store"
+    folder.mkdir(parents=True, exist_ok=True)
+    defaults = {"会员卡号": "M1", "交易时间": "2025/01/04 10:00", "门店编号": "S001", "商品编码": "SKU1", "品类": "美妆",
+                "数量": 1, "单价": "10.00", "金额": "10.00", "交易类型": "销售"}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=POS_HEADER)
+    writer.writeheader()
+    for line in lines:
+        writer.writerow({**defaults, **line})
     (folder / name).write_bytes(buffer.getvalue().encode("gbk"))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from tests.warehouse.helpers import run_through_identity, write_marketplace_orders, write_store_members, write_web_users
+from tests.warehouse.helpers import (run_through_identity, write_marketplace_orders, write_pos_transactions,
+                                     write_store_members, write_web_users)
 
 
 def _review(settings) -> list[tuple]:
@@ -144,11 +145,10 @@ def test_no_customer_grows_past_max_cluster_size(settings, monkeypatch):
 
 def test_an_order_arriving_through_two_sources_is_kept_once_from_the_preferred_source(settings):
     write_marketplace_orders(settings.inbox, [{"买家昵称": "tb_chen", "收货人": "陈丽华", "联系电话": "138****5678"}])
-    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型,平台订单号\n"
-    rows = ("RP1,1,M1,,2025/01/04 10:00,S001,SKU1,美妆,1,10.00,10.00,销售,T000000001\n"   # the pickup of T000000001
-            "R2,1,M1,,2025/01/05 10:00,S001,SKU2,美妆,1,20.00,20.00,销售,\n")            # an ordinary receipt
-    (settings.inbox / "store").mkdir(parents=True)
-    (settings.inbox / "store" / "pos_transactions.csv").write_bytes((header + rows).encode("gbk"))
+    write_pos_transactions(settings.inbox, [
+        {"小票号": "RP1", "行号": 1, "平台订单号": "T000000001"},  # the pickup of T000000001
+        {"小票号": "R2", "行号": 1, "交易时间": "2025/01/05 10:00", "商品编码": "SKU2", "单价": "20.00",
+         "金额": "20.00"}])                                         # an ordinary receipt
     run_through_identity(settings)
     with duckdb.connect(str(settings.work_db), read_only=True) as con:
         orders = con.execute("SELECT source, order_id FROM stage.orders ORDER BY ALL").fetchall()

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.warehouse.helpers import write_marketplace_orders, write_web_users
+from tests.warehouse.helpers import write_marketplace_orders, write_pos_transactions, write_web_users
 from warehouse.land import land
 from warehouse.quality import UNIQUENESS, committed_context_dir
 from warehouse.settings import Settings
@@ -114,23 +114,21 @@ def test_a_reexported_order_keeps_its_lines_from_the_newest_file(settings):
                      ("T000000003", "marketplace/orders_20250102.csv")]
 
 
-def _write_pos(inbox: Path, name: str, lines: list[tuple[str, int, str]]) -> None:
-    """(receipt, line_no, quantity) sale lines in the store's POS export format."""
-    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型,平台订单号\n"
-    rows = "".join(f"{receipt},{line_no},M1,,2025/01/04 10:00,S001,SKU{line_no},美妆,{quantity},10.00,"
-                   f"{int(quantity) * 10}.00,销售,\n" for receipt, line_no, quantity in lines)
-    (inbox / "store").mkdir(parents=True, exist_ok=True)
-    (inbox / "store" / name).write_bytes((header + rows).encode("gbk"))
+def _pos_lines(receipts: list[tuple[str, int, int]]) -> list[dict]:
+    """POS sale lines from (receipt, line_no, quantity), at 10.00 an item."""
+    return [{"小票号": receipt, "行号": line_no, "商品编码": f"SKU{line_no}", "数量": quantity,
+             "金额": f"{quantity * 10}.00"} for receipt, line_no, quantity in receipts]
 
 
 def test_an_order_sent_again_with_fewer_lines_keeps_only_its_newest_loads_lines(settings):
     """Only orders with lines in several loads go through the windows: a line the newer load
     no longer has goes, a line it changed is taken from it, and the lines of orders one load
     holds all stay (whichever night their files came in)."""
-    _write_pos(settings.inbox, "pos_transactions_1.csv", [("R1", 1, "1"), ("R1", 2, "1"), ("R1", 3, "1"),
-                                                          ("R2", 1, "1"), ("R2", 2, "2")])
+    write_pos_transactions(settings.inbox, _pos_lines([("R1", 1, 1), ("R1", 2, 1), ("R1", 3, 1), ("R2", 1, 1),
+                                                       ("R2", 2, 2)]), "pos_transactions_1.csv")
     _stage_night(settings, "r1", ("order_lines",))
-    _write_pos(settings.inbox, "pos_transactions_2.csv", [("R1", 1, "1"), ("R1", 3, "5"), ("R3", 1, "1")])
+    write_pos_transactions(settings.inbox, _pos_lines([("R1", 1, 1), ("R1", 3, 5), ("R3", 1, 1)]),
+                           "pos_transactions_2.csv")
     how, merged = _stage_night(settings, "r2", ("order_lines",))
     assert how["order_lines"] == "merged"
     kept = [(r[1], r[2], r[5], r[-3]) for r in merged["order_lines"]]  # order_id, line_no, quantity, _file
@@ -156,10 +154,8 @@ def test_the_validation_suites_keep_a_staged_key_once_per_file():
 def test_orders_and_lines_staged_incrementally_equal_a_full_build(settings):
     buyers = [{"买家昵称": f"buyer{i}", "收货人": f"张{i}", "联系电话": f"1380000000{i}"} for i in range(1, 4)]
     write_marketplace_orders(settings.inbox, buyers, "orders_20250101.csv")
-    header = "小票号,行号,会员卡号,手机号,交易时间,门店编号,商品编码,品类,数量,单价,金额,交易类型,平台订单号\n"
-    pickup = "RP1,1,M1,,2025/01/04 10:00,S001,SKU1,美妆,1,10.00,10.00,销售,T000000005\n"  # of an order not yet exported
-    (settings.inbox / "store").mkdir(parents=True)
-    (settings.inbox / "store" / "pos_transactions.csv").write_bytes((header + pickup).encode("gbk"))
+    # A store pickup of an order not yet exported.
+    write_pos_transactions(settings.inbox, [{"小票号": "RP1", "行号": 1, "平台订单号": "T000000005"}])
     how, first = _stage_night(settings, "r1", ORDER_TABLES)
     assert how["orders"] == how["order_lines"] == "rebuilt"
     assert ("store", "RP1") in {r[:2] for r in first["orders"]} and first["order_copies"] == []

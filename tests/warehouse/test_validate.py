@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import closing
 from dataclasses import replace
 
@@ -214,8 +215,6 @@ def test_a_share_allowed_to_fail_is_judged_on_the_whole_batch_not_each_slice():
 @pytest.mark.parametrize("part_bytes,slice_rows", [(128 << 20, 1_000_000), (400, 3)],
                          ids=["whole file", "landed in parts, validated in slices"])
 def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, part_bytes, slice_rows):
-    import json
-
     settings = replace(settings, max_bad_share=0.95, land_part_bytes=part_bytes, validate_slice_rows=slice_rows)
     good = {"user_id": "U1", "created_at": "2026-11-20T10:00:00Z", "total": 10, "currency": "CNY", "status": "paid",
             "items": []}
@@ -259,8 +258,6 @@ def test_a_failure_beside_the_key_check_of_a_sliced_batch_stops_validation_with_
         settings, monkeypatch, failing):
     """A sliced batch has its keys checked by DuckDB on a thread while GX validates the slices;
     a failure on either side goes on unmasked and leaves the batch landed, for the next run."""
-    import json
-
     import warehouse.validate
     from warehouse.quality import QualityContext
 
