@@ -378,26 +378,95 @@ def test_the_core_checks_docs_build_leaves_the_runs_validation_pages_as_they_are
     assert "events.jsonl__event" in index and "customers_core" in index
 
 
-def test_a_validation_that_fails_midway_still_writes_the_docs_of_the_batches_before(settings, monkeypatch):
+def test_a_validation_that_fails_midway_keeps_and_documents_the_batches_before(settings, monkeypatch):
     import warehouse.validate
 
-    write_web_users(settings.inbox, [{"user_id": "U1"}], name="users_a.jsonl")
+    settings = replace(settings, max_bad_share=0.9)
+    write_web_users(settings.inbox, [{"user_id": "U1"}, {"user_id": None}], name="users_a.jsonl")
     write_web_users(settings.inbox, [{"user_id": "U2"}], name="users_b.jsonl")
-    validate_batch, batches = warehouse.validate._validate_batch, []
+    check_batch, batches = warehouse.validate._check_batch, []
 
     def failing_at_the_second(*args):
-        batches.append(args[4]["file"])
+        batches.append(args[3]["file"])
         if len(batches) == 2:
             raise MemoryError("out of memory")
-        return validate_batch(*args)
+        return check_batch(*args)
 
-    monkeypatch.setattr(warehouse.validate, "_validate_batch", failing_at_the_second)
+    monkeypatch.setattr(warehouse.validate, "_check_batch", failing_at_the_second)
     with closing(open_work_db(settings)) as con:
         land(con, settings, "r1")
         with pytest.raises(MemoryError, match="out of memory"):
             warehouse.validate.validate(con, settings, "r1")
+    # The first batch's file was still being written when the second failed: it is committed whole.
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        loads = con.execute("SELECT file, status, rows_loaded, rows_quarantined, lake_path FROM ops.loads"
+                            " ORDER BY file").fetchall()
+    assert [load[:4] for load in loads] == [("web/users_a.jsonl", "validated", 1, 1),
+                                            ("web/users_b.jsonl", "landed", None, None)]
+    assert pq.ParquetFile(loads[0][4].replace("/raw/", "/valid/")).metadata.num_rows == 1
     index = settings.restricted / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     assert batches[0].replace("/", "__") in index.read_text(encoding="utf-8")
+
+
+def test_a_batchs_validated_file_is_written_while_gx_checks_the_next(settings, monkeypatch):
+    """Writing a file without its bad rows reads and writes it whole; it runs beside GX."""
+    import threading
+
+    import warehouse.validate
+
+    settings = replace(settings, max_bad_share=0.9)
+    write_web_users(settings.inbox, [{"user_id": "U1"}, {"user_id": None}], name="users_a.jsonl")
+    write_web_users(settings.inbox, [{"user_id": "U2"}], name="users_b.jsonl")
+    check_batch, write_valid_file = warehouse.validate._check_batch, warehouse.validate._write_valid_file
+    second_checked, overlapped = threading.Event(), []
+
+    def checking(*args):
+        checked = check_batch(*args)
+        if args[3]["file"].endswith("users_b.jsonl"):
+            second_checked.set()
+        return checked
+
+    def writing(con, batch):
+        if batch.load["file"].endswith("users_a.jsonl"):
+            overlapped.append(second_checked.wait(timeout=10))
+        write_valid_file(con, batch)
+
+    monkeypatch.setattr(warehouse.validate, "_check_batch", checking)
+    monkeypatch.setattr(warehouse.validate, "_write_valid_file", writing)
+    with closing(open_work_db(settings)) as con:
+        land(con, settings, "r1")
+        warehouse.validate.validate(con, settings, "r1")
+        assert con.execute("SELECT status, rows_loaded, rows_quarantined FROM ops.loads ORDER BY file").fetchall() == \
+            [("validated", 1, 1), ("validated", 1, 0)]
+    assert overlapped == [True]
+
+
+def test_a_failure_writing_a_validated_file_leaves_its_batch_landed_and_keeps_the_one_before(settings, monkeypatch):
+    import warehouse.validate
+
+    settings = replace(settings, max_bad_share=0.9)
+    write_web_users(settings.inbox, [{"user_id": "U1"}, {"user_id": None}], name="users_a.jsonl")
+    write_web_users(settings.inbox, [{"user_id": "U2"}, {"user_id": None}], name="users_b.jsonl")
+    write_valid_file = warehouse.validate._write_valid_file
+
+    def failing_at_the_second(con, batch):
+        if batch.load["file"].endswith("users_b.jsonl"):
+            raise duckdb.IOException("No space left on device")
+        write_valid_file(con, batch)
+
+    monkeypatch.setattr(warehouse.validate, "_write_valid_file", failing_at_the_second)
+    with closing(open_work_db(settings)) as con:
+        land(con, settings, "r1")
+        with pytest.raises(duckdb.IOException, match="No space left"):
+            warehouse.validate.validate(con, settings, "r1")
+        assert con.execute("SELECT file, status FROM ops.loads ORDER BY file").fetchall() == \
+            [("web/users_a.jsonl", "validated"), ("web/users_b.jsonl", "landed")]
+        assert con.execute("SELECT file FROM ops.quarantine").fetchall() == [("web/users_a.jsonl",)]
+        assert con.execute("SELECT DISTINCT load_id FROM ops.validations").fetchall() == \
+            con.execute("SELECT load_id FROM ops.loads WHERE status = 'validated'").fetchall()
+        monkeypatch.undo()
+        assert warehouse.validate.validate(con, settings, "r2").batches == 1  # the next run takes it up
+        assert con.execute("SELECT DISTINCT status FROM ops.loads").fetchall() == [("validated",)]
 
 
 def test_validation_gives_duckdb_half_its_memory_limit_and_restores_it(settings, monkeypatch):
@@ -409,13 +478,13 @@ def test_validation_gives_duckdb_half_its_memory_limit_and_restores_it(settings,
     settings = replace(settings, memory_limit="2GB")
     write_web_users(settings.inbox, [{"user_id": "U1", "email": "ok@example.com"}])
     limits = []
-    validate_batch = warehouse.validate._validate_batch
+    check_batch = warehouse.validate._check_batch
 
     def recording(con, *args):
         limits.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
-        return validate_batch(con, *args)
+        return check_batch(con, *args)
 
-    monkeypatch.setattr(warehouse.validate, "_validate_batch", recording)
+    monkeypatch.setattr(warehouse.validate, "_check_batch", recording)
     with closing(open_work_db(settings)) as con:
         land(con, settings, "r1")
         warehouse.validate.validate(con, settings, "r1")
