@@ -234,10 +234,16 @@ def _formats(fmt: Formats, default: str) -> list[str]:
 
 
 def _first_format(text: pd.Series, formats: list[str]) -> pd.Series:
-    """Parse with each format in turn; a value takes the first format that reads it."""
+    """Parse with each format in turn; a value takes the first format that reads it.  A later
+    format is tried only on the values no earlier one read: pandas takes about 2.5 microseconds
+    for each value a format does not fit (a second and a third format over 540,000 store members
+    took 2.7 s where the first had read nearly all of them)."""
     parsed = pd.to_datetime(text, format=formats[0], errors="coerce")
     for fmt in formats[1:]:
-        parsed = parsed.fillna(pd.to_datetime(text, format=fmt, errors="coerce"))
+        unread = parsed.isna() & text.notna()
+        if not unread.any():
+            break
+        parsed = parsed.fillna(pd.to_datetime(text[unread], format=fmt, errors="coerce"))
     return parsed
 
 

@@ -140,6 +140,12 @@ def test_timestamps_keep_offsets_and_read_naive_values_in_local_time_with_severa
     dates = parse_date(pd.Series(["1990/01/31", "1990-01-31", "19900131"]), "d", RowErrors(3),
                        fmt=["%Y/%m/%d", "%Y-%m-%d", "%Y%m%d"])
     assert {d.isoformat() for d in dates} == {"1990-01-31"}
+    # A value two formats read takes the first; each later format sees only what is still unread.
+    errors = RowErrors(4)
+    dates = parse_date(pd.Series(["03/04/2020", "13/04/2020", "04/13/2020", None]), "d", errors,
+                       fmt=["%d/%m/%Y", "%m/%d/%Y"])
+    assert [None if pd.isna(d) else d.isoformat() for d in dates] == ["2020-04-03", "2020-04-13", "2020-04-13", None]
+    assert errors.column().isna().all()
 
 
 def test_iso_timestamps_read_by_arrow_equal_those_read_by_pandas():
