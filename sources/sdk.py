@@ -197,9 +197,11 @@ class RowErrors:
         self._n = n_rows
 
     def add(self, bad: pd.Series, field_name: str, raw: pd.Series, expected: str) -> None:
+        """The message for each row where ``bad`` holds, quoting its raw value (built for those
+        rows only: quoting every row of a POS part for its few bad ones took most of a second)."""
         if bad.any():
-            text = field_name + ": cannot read " + raw.astype(str).map(repr) + f" as {expected}"
-            self._messages.append(text.where(bad))
+            shown = raw[bad.to_numpy(dtype=bool, na_value=False)].astype(str).map(repr)
+            self._messages.append((field_name + ": cannot read " + shown + f" as {expected}").reindex(bad.index))
 
     def note(self, bad: pd.Series, message: str) -> None:
         """The same message for every row where ``bad`` holds."""
