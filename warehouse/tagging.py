@@ -40,12 +40,8 @@ def overrides_in_force_sql(as_of: date, overrides: str = "tags.overrides") -> st
         QUALIFY row_number() OVER (PARTITION BY customer_id, tag ORDER BY override_id DESC) = 1"""
 
 
-def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str | None = "tags.overrides") -> str:
-    """(customer_id, tag, value, score, as_of) for every active tag: rules, then overrides
-    (``overrides`` None: none is in force, and the rows keep the features' order)."""
-    if overrides is None:
-        return f"""SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of
-                   FROM ({tags_sql(rules, relation=features)})"""
+def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "tags.overrides") -> str:
+    """(customer_id, tag, value, score, as_of) for every active tag: rules, then overrides."""
     active = [t.id for t in rules.active_tags]
     marketing = [t.id for t in rules.active_tags if t.marketing]
     excluded = (rules.marketing_exclusion.sql(dialect=DIALECT) if rules.marketing_exclusion is not None
@@ -64,16 +60,9 @@ def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str | No
 
 
 def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> TagsResult:
-    # Stored by customer_id and tag, the order publishing keeps.  The rules' rows come that way:
-    # the features are stored by customer_id, each customer's tags are one list in id order, and
-    # a select, an unnest and a filter keep the order they read.  A join with the overrides does
-    # not, so only a night with overrides in force sorts (at 1M customers, 15.9M rows: 4 s
-    # written as they come, 8 s sorted).
-    overriding = con.execute(f"SELECT count(*) > 0 FROM ({overrides_in_force_sql(as_of)})").fetchone()[0]
-    sql = tag_rows_sql(rules, as_of, "features.customer_features", "tags.overrides" if overriding else None)
+    sql = tag_rows_sql(rules, as_of, "features.customer_features")
     con.execute("BEGIN")
-    con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags AS {sql}"
-                + (" ORDER BY customer_id, tag" if overriding else ""))
+    con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags AS {sql}")
     failpoint("tags")
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
