@@ -96,6 +96,8 @@ def test_overrides_reach_the_next_run_with_an_audit_trail(prefect_harness, publi
                            " ORDER BY ALL", [c]).fetchall()
         audit = con.execute("SELECT customer_id, tag, value, reason, author, in_force FROM analytics.tag_overrides"
                             " ORDER BY override_id").fetchall()
+        stored = con.execute("SELECT customer_id, tag FROM analytics.customer_tags ORDER BY rowid").fetchall()
+    assert stored == sorted(stored)  # with overrides in force too
     assert tags == sorted([(a, "event_attendee", "attended"), (b, "event_attendee", "attended"),
                            (c, "value_tier", "high-value")])
     assert audit == [(a, "event_attendee", "attended", "store opening", "li.na", True),
