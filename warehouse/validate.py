@@ -310,8 +310,10 @@ def _validate_batches(con: duckdb.DuckDBPyConnection, settings: Settings, run_id
     """Each batch checked, then recorded in a transaction of its own.  A batch with bad rows has
     its validated file written without them (DuckDB reads and writes the whole file: 1.8 s for
     the 3.7M web order lines at 1M customers) on a thread while GX checks the next batch on its
-    one; the batch commits once its file is written.  A failure checking the next batch keeps
-    the batch before it; a failure writing a file leaves its batch landed."""
+    one; the batch commits once its file is written.  A failure checking the next batch still
+    commits the batch before it (unless DuckDB failed on this connection, which aborts the open
+    transaction: that batch then stays landed too, and the next run validates both); a failure
+    writing a file leaves its batch landed."""
     with con.cursor() as writing, ThreadPoolExecutor(max_workers=1, thread_name_prefix="valid-file") as beside:
         unfinished: Future | None = None  # the file of the batch whose transaction is open
         try:
