@@ -35,12 +35,7 @@ def write_store_members(inbox: Path, members: list[dict], name: str = "members.c
     folder.mkdir(parents=True, exist_ok=True)
     defaults = {"性别": "女", "生日": "1990/01/01", "省份": "上海", "城市": "上海", "入会时间": "2025-01-01 10:00:00",
                 "短信订阅": "是"}
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MEMBER_HEADER)
-    writer.writeheader()
-    for m in members:
-        writer.writerow({**defaults, **m})
-    (folder / name).write_bytes(buffer.getvalue().encode("gbk"))
+    _write_csv(folder / name, MEMBER_HEADER, [{**defaults, **m} for m in members], "gbk")
 
 
 def write_pos_transactions(inbox: Path, lines: list[dict], name: str = "pos_transactions.csv") -> None:
@@ -49,26 +44,26 @@ def write_pos_transactions(inbox: Path, lines: list[dict], name: str = "pos_tran
     folder.mkdir(parents=True, exist_ok=True)
     defaults = {"会员卡号": "M1", "交易时间": "2025/01/04 10:00", "门店编号": "S001", "商品编码": "SKU1", "品类": "美妆",
                 "数量": 1, "单价": "10.00", "金额": "10.00", "交易类型": "销售"}
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=POS_HEADER)
-    writer.writeheader()
-    for line in lines:
-        writer.writerow({**defaults, **line})
-    (folder / name).write_bytes(buffer.getvalue().encode("gbk"))
+    _write_csv(folder / name, POS_HEADER, [{**defaults, **line} for line in lines], "gbk")
 
 
 def write_marketplace_orders(inbox: Path, buyers: list[dict], name: str = "orders_20250101.csv") -> None:
     """One order per buyer dict (买家昵称, 收货人, 联系电话, ...)."""
     folder = inbox / "marketplace"
     folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"订单编号": f"T{i:09d}", "子订单编号": f"T{i:09d}-1", "收货省份": "上海", "收货城市": "上海",
+             "下单时间": "2025-01-02 10:00:00", "商品编码": "SKU1", "商品类目": "美妆", "购买数量": 1,
+             "商品单价": "10.00", "实付金额": "10.00", "订单状态": "交易成功", **b} for i, b in enumerate(buyers, start=1)]
+    _write_csv(folder / name, MARKETPLACE_HEADER, rows, "utf-8-sig")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict], encoding: str) -> None:
+    """An export as the source writes it: a header, then the rows, in the source's encoding."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MARKETPLACE_HEADER)
+    writer = csv.DictWriter(buffer, fieldnames=header)
     writer.writeheader()
-    for i, b in enumerate(buyers, start=1):
-        writer.writerow({"订单编号": f"T{i:09d}", "子订单编号": f"T{i:09d}-1", "收货省份": "上海", "收货城市": "上海",
-                         "下单时间": "2025-01-02 10:00:00", "商品编码": "SKU1", "商品类目": "美妆", "购买数量": 1,
-                         "商品单价": "10.00", "实付金额": "10.00", "订单状态": "交易成功", **b})
-    (folder / name).write_text(buffer.getvalue(), encoding="utf-8-sig")
+    writer.writerows(rows)
+    path.write_bytes(buffer.getvalue().encode(encoding))
 
 
 def run_through_identity(settings: Settings, run_id: str = "r1", model: Path | None = None) -> dict[tuple[str, str], str]:
