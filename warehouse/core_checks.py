@@ -66,13 +66,28 @@ def _coverage_expectations(rules: RuleSet) -> list:
 # One row per tag and value, with the tag's rows and its distinct customers, equal when no
 # customer has the tag twice (counted per value, a customer with two different values went
 # unseen).  Each count follows the tag's name, so a failure names the tag:
-# ('churn_risk: 4', 'churn_risk: 3') is 4 rows for 3 customers.
+# ('churn_risk: 4', 'churn_risk: 3') is 4 rows for 3 customers.  Counting each tag's distinct
+# customers over every row takes a hash table of every (tag, customer): 3.6 s for the 15.9M rows
+# at 1M customers.  So each customer's rows are first counted against the active tags (the
+# parameter) they hold, one bit per tag (0.6 s), and the exact count runs only over the rows of
+# the customers where the two differ (a tag twice, a tag that is not active, no tag) and of no customer:
+# every other customer has each of its tags on one row.
 TAG_SUMMARY = """
-    WITH per_tag AS (SELECT tag, tag || ': ' || count(*) AS tag_rows,
-                            tag || ': ' || count(DISTINCT customer_id) AS tag_customers
-                     FROM tags.customer_tags GROUP BY tag)
-    SELECT v.tag, v.value, t.tag_rows, t.tag_customers
-    FROM (SELECT DISTINCT tag, value FROM tags.customer_tags) v JOIN per_tag t USING (tag)"""
+    WITH per_customer AS (
+             SELECT customer_id, count(*) AS tag_rows,
+                    coalesce(bit_count(bitstring_agg(list_position($1::VARCHAR[], tag), 1,
+                                                     greatest(len($1::VARCHAR[]), 1))), 0) AS tags_held
+             FROM tags.customer_tags GROUP BY customer_id),
+         extra AS (  -- per tag, its rows beyond one per customer
+             SELECT tag, count(*) - count(DISTINCT customer_id) AS extra_rows FROM tags.customer_tags
+             WHERE customer_id IS NULL
+                OR customer_id IN (SELECT customer_id FROM per_customer WHERE tag_rows > tags_held)
+             GROUP BY tag),
+         per_tag AS (SELECT tag, count(*) AS tag_rows FROM tags.customer_tags GROUP BY tag)
+    SELECT v.tag, v.value, t.tag || ': ' || t.tag_rows AS tag_rows,
+           t.tag || ': ' || (t.tag_rows - coalesce(e.extra_rows, 0)) AS tag_customers
+    FROM (SELECT DISTINCT tag, value FROM tags.customer_tags) v JOIN per_tag t USING (tag)
+    LEFT JOIN extra e USING (tag)"""
 
 # Each active tag's share of customers (0 for a tag no customer has); the active tags are its parameter.
 COVERAGE = """SELECT a.tag, coalesce(c.customers / (SELECT count(*) FROM features.customer_features), 0.0) AS coverage
@@ -83,14 +98,15 @@ COVERAGE = """SELECT a.tag, coalesce(c.customers / (SELECT count(*) FROM feature
 def check_core_tables(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet,
                       run_id: str) -> CoreCheckResult:
     quality = QualityContext(settings, run_id)
+    active = [t.id for t in rules.active_tags]
     checks = {  # suite: (the rows it checks, the query's parameters, extra expectations)
         "customers_core": ("SELECT customer_id FROM identity.golden", [], []),
         # amount as DOUBLE: GX compares a DECIMAL column (Python objects) one value at a time.
         "orders_core": ("""SELECT o.source, o.order_id, m.customer_id, CAST(o.amount AS DOUBLE) AS amount
                            FROM stage.orders o
                            LEFT JOIN identity.node_customer m USING (source, source_customer_id)""", [], []),
-        "customer_tags_core": (TAG_SUMMARY, [], _tag_expectations(rules)),
-        "tag_coverage_core": (COVERAGE, [[t.id for t in rules.active_tags]], _coverage_expectations(rules)),
+        "customer_tags_core": (TAG_SUMMARY, [active], _tag_expectations(rules)),
+        "tag_coverage_core": (COVERAGE, [active], _coverage_expectations(rules)),
     }
     result = CoreCheckResult()
     rows = []

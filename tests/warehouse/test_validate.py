@@ -138,9 +138,15 @@ def test_core_checks_stop_a_run_whose_tags_break_their_contract(settings):
     assert ("tag_coverage_core", "expect_column_values_to_be_between", False) in recorded  # other tags: no customer
 
 
-def test_core_checks_stop_a_customer_holding_a_tag_twice_with_different_values(settings):
+@pytest.mark.parametrize("extra_rows, failed_rows, counts", [
+    ([("first", "churn_risk", "high")], 2, "('churn_risk: 4', 'churn_risk: 3')"),
+    ([(None, "churn_risk", "low")], 1, "('churn_risk: 4', 'churn_risk: 3')"),
+    ([("first", "retired_tag", "x"), ("first", "retired_tag", "x")], 1, "('retired_tag: 2', 'retired_tag: 1')"),
+], ids=["a tag twice with different values", "a row of no customer", "a tag that is not active, twice"])
+def test_core_checks_stop_a_customer_holding_a_tag_twice(settings, extra_rows, failed_rows, counts):
     """One row per customer and tag, judged per tag: counted per tag and value, a customer with
-    churn_risk both high and low was one row and one customer in each group and passed."""
+    churn_risk both high and low was one row and one customer in each group and passed.  Rows
+    of no customer, and of tags no active rule makes, count as well."""
     from rules.model import load_rules
     from warehouse.core_checks import check_core_tables
     from warehouse.errors import StageError
@@ -154,16 +160,17 @@ def test_core_checks_stop_a_customer_holding_a_tag_twice_with_different_values(s
         con.execute("CREATE TABLE features.customer_features AS SELECT customer_id FROM identity.golden")
         con.execute("""CREATE TABLE tags.customer_tags AS
                        SELECT customer_id, 'churn_risk' AS tag, 'low' AS value, NULL::DOUBLE AS score
-                       FROM identity.golden
-                       UNION ALL SELECT ?, 'churn_risk', 'high', NULL""", [first])
+                       FROM identity.golden""")
+        con.executemany("INSERT INTO tags.customer_tags VALUES (?, ?, ?, NULL)",
+                        [(first if customer == "first" else customer, tag, value) for customer, tag, value in extra_rows])
         with pytest.raises(StageError) as failed:
             check_core_tables(con, settings, load_rules(), "r1")
         recorded = con.execute("""SELECT expectation, success FROM ops.validations
                                   WHERE suite = 'customer_tags_core' AND NOT success""").fetchall()
     finally:
         con.close()
-    assert ("customer_tags_core: expect_column_pair_values_to_be_equal on tag_rows,tag_customers failed "
-            "(2 rows, e.g. [('churn_risk: 4', 'churn_risk: 3')") in str(failed.value)
+    assert (f"customer_tags_core: expect_column_pair_values_to_be_equal on tag_rows,tag_customers failed "
+            f"({failed_rows} rows, e.g. [{counts}") in str(failed.value)
     assert recorded == [("expect_column_pair_values_to_be_equal", False)]
 
 
