@@ -69,9 +69,9 @@ def _coverage_expectations(rules: RuleSet) -> list:
 # ('churn_risk: 4', 'churn_risk: 3') is 4 rows for 3 customers.  Counting each tag's distinct
 # customers over every row takes a hash table of every (tag, customer): 3.6 s for the 15.9M rows
 # at 1M customers.  So each customer's rows are first counted against the active tags (the
-# parameter) they hold, one bit per tag (0.6 s), and the exact count runs only over the rows of
-# the customers where the two differ (a tag twice, a tag that is not active, no tag) and of no customer:
-# every other customer has each of its tags on one row.
+# parameter) they hold, one bit per tag (0.6 s); the exact count runs only over rows without a
+# customer and the rows of customers where the two differ (a tag twice, a tag that is not
+# active, no tag).  Every other customer holds each of its tags on one row.
 TAG_SUMMARY = """
     WITH per_customer AS (
              SELECT customer_id, count(*) AS tag_rows,

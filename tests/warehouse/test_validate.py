@@ -162,7 +162,7 @@ def test_core_checks_stop_a_customer_holding_a_tag_twice(settings, extra_rows, f
                        SELECT customer_id, 'churn_risk' AS tag, 'low' AS value, NULL::DOUBLE AS score
                        FROM identity.golden""")
         con.executemany("INSERT INTO tags.customer_tags VALUES (?, ?, ?, NULL)",
-                        [(first if customer == "first" else customer, tag, value) for customer, tag, value in extra_rows])
+                        [(first if who == "first" else who, tag, value) for who, tag, value in extra_rows])
         with pytest.raises(StageError) as failed:
             check_core_tables(con, settings, load_rules(), "r1")
         recorded = con.execute("""SELECT expectation, success FROM ops.validations
