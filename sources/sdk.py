@@ -138,7 +138,9 @@ class Connector:
         """``read``, one part of the file at a time when every reader of it reads in parts and
         the file is larger than ``part_bytes``; else the whole file at once.  The next part is
         read on a second thread while the caller writes this one (Arrow and pandas release the
-        GIL for most of it), so readers must not share mutable state between calls."""
+        GIL for most of it), so readers must not share mutable state between calls.  Raises
+        ``PartsAbandoned`` when the parts given out cannot stand (a CSV whose groups' rows turn out
+        not to be adjacent, or that pyarrow cannot read): the caller drops them and reads whole."""
         parts = self._parts(path, part_bytes)
         if parts is None:
             yield self.read(path, ctx)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sources.errors import SourceError
+from sources.parts import PartsAbandoned
 from sources.sdk import Connector, discover
 from warehouse.faults import failpoint
 from warehouse.settings import Settings
@@ -80,45 +81,74 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                 message=f"same bytes as {earlier[0]}; skipped")
         result.duplicates.append(relative)
         return
-    loads: dict[str, tuple[int, Path, pq.ParquetWriter]] = {}  # entity -> (load id, lake file, writer)
-    rows: dict[str, int] = {}
+    lake_files = _LakeFiles(con, settings, run_id, connector.name, relative, checksum, size)
+    ctx = connector.context(settings.timezone)
     try:
-        for tables in connector.read_in_parts(path, connector.context(settings.timezone),
-                                               settings.land_part_bytes):
-            for entity, table in tables.items():
-                if entity not in loads:
-                    lake_path = settings.lake / "raw" / connector.name / entity / f"{checksum[:20]}.parquet"
-                    load_id = _record(con, run_id, connector.name, relative, checksum, size, entity, "landed", 0,
-                                      lake_path=str(lake_path))
-                    lake_path.parent.mkdir(parents=True, exist_ok=True)
-                    lake_path.unlink(missing_ok=True)  # never write through a link to a validated file
-                    writer = pq.ParquetWriter(lake_path, lake_schema(table.schema),
-                                              use_dictionary=_repetitive_columns(table))
-                    loads[entity] = (load_id, lake_path, writer)
-                    rows[entity] = 0
-                load_id, _, writer = loads[entity]
-                n = table.num_rows
-                if not n:
-                    continue
-                values = (pa.scalar(connector.name), pa.scalar(relative), pa.scalar(load_id, pa.int64()))
-                writer.write_table(pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)],
-                                                        schema=writer.schema))
-                rows[entity] += n
+        try:
+            for tables in connector.read_in_parts(path, ctx, settings.land_part_bytes):
+                lake_files.write(tables)
+        except PartsAbandoned as exc:
+            log.warning("%s cannot be landed in parts (%s): landing it again, read whole", relative, exc)
+            lake_files.discard()
+            lake_files.write(connector.read(path, ctx))
     except SourceError as exc:
-        for load_id, lake_path, writer in loads.values():  # a part was read: forget what was written
-            writer.close()
-            lake_path.unlink()
-            con.execute("DELETE FROM ops.loads WHERE load_id = ?", [load_id])
+        lake_files.discard()
         log.error("cannot read %s: %s", relative, exc)
         _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
         result.failures.append(str(exc))
         return
-    for entity, (load_id, _, writer) in loads.items():
-        writer.close()
-        con.execute("UPDATE ops.loads SET rows_in = ? WHERE load_id = ?", [rows[entity], load_id])
-        failpoint("land")
-        result.rows_landed += rows[entity]
+    result.rows_landed += lake_files.close()
     result.files_landed += 1
+
+
+class _LakeFiles:
+    """The lake files one inbox file is landed into, one per entity, written a part at a time,
+    each with its ``landed`` row in ops.loads."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, source: str,
+                 relative: str, checksum: str, size: int) -> None:
+        self.con, self.settings, self.run_id = con, settings, run_id
+        self.source, self.relative, self.checksum, self.size = source, relative, checksum, size
+        self.loads: dict[str, tuple[int, Path, pq.ParquetWriter]] = {}  # entity -> (load id, lake file, writer)
+        self.rows: dict[str, int] = {}
+
+    def write(self, tables: dict[str, pa.Table]) -> None:
+        for entity, table in tables.items():
+            if entity not in self.loads:
+                lake_path = self.settings.lake / "raw" / self.source / entity / f"{self.checksum[:20]}.parquet"
+                load_id = _record(self.con, self.run_id, self.source, self.relative, self.checksum, self.size,
+                                  entity, "landed", 0, lake_path=str(lake_path))
+                lake_path.parent.mkdir(parents=True, exist_ok=True)
+                lake_path.unlink(missing_ok=True)  # never write through a link to a validated file
+                writer = pq.ParquetWriter(lake_path, lake_schema(table.schema),
+                                          use_dictionary=_repetitive_columns(table))
+                self.loads[entity] = (load_id, lake_path, writer)
+                self.rows[entity] = 0
+            load_id, _, writer = self.loads[entity]
+            n = table.num_rows
+            if not n:
+                continue
+            values = (pa.scalar(self.source), pa.scalar(self.relative), pa.scalar(load_id, pa.int64()))
+            writer.write_table(pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)],
+                                                    schema=writer.schema))
+            self.rows[entity] += n
+
+    def discard(self) -> None:
+        """Forget what was written: the files and their manifest rows."""
+        for load_id, lake_path, writer in self.loads.values():
+            writer.close()
+            lake_path.unlink()
+            self.con.execute("DELETE FROM ops.loads WHERE load_id = ?", [load_id])
+        self.loads.clear()
+        self.rows.clear()
+
+    def close(self) -> int:
+        """Finish the files and record their row counts; returns the rows landed."""
+        for entity, (load_id, _, writer) in self.loads.items():
+            writer.close()
+            self.con.execute("UPDATE ops.loads SET rows_in = ? WHERE load_id = ?", [self.rows[entity], load_id])
+            failpoint("land")
+        return sum(self.rows.values())
 
 
 def _repetitive_columns(table: pa.Table) -> list[str]:

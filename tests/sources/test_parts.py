@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sources.errors import SourceError
-from sources.parts import jsonl_parts, line_count
+from sources.parts import PartsAbandoned, jsonl_parts, line_count
 from sources.sdk import discover
 
 SAMPLES = Path(__file__).parent
@@ -85,13 +83,11 @@ def _pos_file(tmp_path: Path, body: list[str], ending: str = "\n") -> Path:
 LINE = "R{receipt},{line},M001,13800000000,2026/11/20 10:00,S01,SKU1,服饰,1,10.00,10.00,销售"
 
 
-def test_a_file_whose_receipts_are_not_adjacent_is_read_whole(tmp_path):
+def test_parts_of_a_file_whose_receipts_are_not_adjacent_are_abandoned(tmp_path):
     receipts = [1, 2, 1, 3, 2] * 20  # a receipt's lines apart from each other
     path = _pos_file(tmp_path, [LINE.format(receipt=r, line=i) for i, r in enumerate(receipts)])
-    n_parts, tables = _read("store", path, 200)
-    assert n_parts == 1
-    assert sorted(tables["order"].column("order_id").to_pylist()) == ["R1", "R2", "R3"]
-    assert tables["order_line"].num_rows == len(receipts)
+    with pytest.raises(PartsAbandoned, match="小票号 'R[12]' are not all together"):
+        _read("store", path, 200)
 
 
 def test_a_short_last_row_is_flagged_in_the_last_part(tmp_path):
@@ -103,22 +99,16 @@ def test_a_short_last_row_is_flagged_in_the_last_part(tmp_path):
     assert errors[:-1] == [None] * 60 and "truncated" in errors[-1]
 
 
-def test_a_file_pyarrow_refuses_is_read_whole(tmp_path):
+def test_parts_of_a_file_pyarrow_refuses_are_abandoned(tmp_path):
     body = [LINE.format(receipt=i, line=1) for i in range(60)]
-    body[30] = "R30,1,M001"  # a short row: pandas reads it, its missing fields are NULL
+    body[30] = "R30,1,M001"  # a short row: pyarrow refuses it, pandas reads it whole (tests/warehouse/test_land.py)
     path = _pos_file(tmp_path, body)
-    n_parts, tables = _read("store", path, 300)
-    assert n_parts == 1
-    assert tables["order_line"].num_rows == 60
-    short = tables["order"].filter(pc.equal(tables["order"].column("order_id"), "R30"))
-    assert short.column("_row").to_pylist() == [32] and short.column("ordered_at").to_pylist() == [None]
+    with pytest.raises(PartsAbandoned, match="pyarrow cannot read it in parts"):
+        _read("store", path, 300)
 
 
-def test_a_row_longer_than_a_part_is_a_clear_error(tmp_path):
+def test_parts_of_a_file_with_a_row_longer_than_a_part_are_abandoned(tmp_path):
     connector = discover()["zoho_crm"]
-    source = SAMPLES / "zoho_crm/samples/Contacts_export.csv"
-    path = tmp_path / source.name
-    shutil.copy(source, path)
-    with pytest.raises(SourceError) as failed:
+    path = SAMPLES / "zoho_crm/samples/Contacts_export.csv"
+    with pytest.raises(PartsAbandoned, match="pyarrow cannot read it in parts"):
         list(connector.read_in_parts(path, connector.context("Asia/Shanghai"), 40))
-    assert "TAGWRIGHT_LAND_PART_BYTES" in str(failed.value)

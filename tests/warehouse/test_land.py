@@ -1,12 +1,18 @@
-"""Landing: the inbox keeps every delivery, so a file is hashed again only when it changed."""
+"""Landing: the inbox keeps every delivery, so a file is hashed again only when it changed; a large
+export is landed in parts, or read whole again when its parts cannot stand."""
 
 from __future__ import annotations
 
 import os
 from contextlib import closing
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
 
 import warehouse.land
-from tests.warehouse.helpers import write_marketplace_orders, write_store_members
+from sources.sdk import discover
+from tests.warehouse.helpers import POS_HEADER, write_marketplace_orders, write_store_members
 from warehouse.land import forget_lake, land
 from warehouse.workdb import open_work_db
 
@@ -38,3 +44,35 @@ def test_an_unchanged_inbox_file_is_not_read_again_and_a_changed_one_is_landed(s
         forget_lake(con, settings)  # a full rebuild reads every file again
         rebuilt = land(con, settings, "r4")
         assert sorted(hashed) == ["members.csv", "orders_20250101.csv"] and rebuilt.files_landed == 2
+
+
+RECEIPT_LINE = "R{receipt},{line},M1,13800000001,2025/01/04 10:00,S001,SKU1,美妆,1,10.00,10.00,销售,"
+RECEIPTS = {
+    "receipts together": [i // 2 for i in range(100)],
+    "receipts apart": [1, 2, 1, 3, 2] * 20,
+    "a short row": list(range(100)),
+}
+
+
+@pytest.mark.parametrize("case", RECEIPTS)
+def test_a_pos_export_is_landed_in_parts_or_again_whole_with_every_row_once(settings, caplog, case):
+    body = [RECEIPT_LINE.format(receipt=r, line=i) for i, r in enumerate(RECEIPTS[case])]
+    if case == "a short row":
+        body[30] = "R30,1,M1"  # pyarrow refuses the file; pandas reads it, the missing fields NULL
+    path = settings.inbox / "store" / "pos_transactions.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes((",".join(POS_HEADER) + "\n" + "\n".join(body) + "\n").encode("gbk"))
+    connector = discover()["store"]
+    whole = connector.read(path, connector.context(settings.timezone))
+    settings = replace(settings, land_part_bytes=300)
+    with closing(open_work_db(settings)) as con:
+        landed = land(con, settings, "r1")
+        loads = con.execute("SELECT entity, status, rows_in, lake_path FROM ops.loads ORDER BY entity").fetchall()
+    assert landed.files_landed == 1 and not landed.failures
+    assert [(entity, status) for entity, status, _, _ in loads] == [(e, "landed") for e in sorted(whole)]
+    for entity, _, rows_in, lake_path in loads:
+        rows = pq.read_table(lake_path).column("_row").to_pylist()
+        assert rows_in == len(rows) == whole[entity].num_rows
+        assert sorted(rows) == sorted(whole[entity].column("_row").to_pylist())
+    again = [r.getMessage() for r in caplog.records if "landing it again, read whole" in r.getMessage()]
+    assert len(again) == (0 if case == "receipts together" else 1)
