@@ -39,7 +39,7 @@ def _prefect_share(report: dict, run: dict) -> str:
 
 
 def table() -> str:
-    results = _results("pipeline", key=lambda r: (r["customers"], not _local_prefect(r)))
+    results = _results("pipeline", key=lambda r: (r["customers"], not _local_prefect(r), r["measured_on"]))
     machine = results[-1]["machine"]
     lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
              f"{machine['python']}, {machine['platform']}.", "",
