@@ -88,7 +88,7 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
             for tables in connector.read_in_parts(path, ctx, settings.land_part_bytes):
                 lake_files.write(tables)
         except PartsAbandoned as exc:
-            log.warning("%s cannot be landed in parts (%s): landing it again, read whole", relative, exc)
+            log.warning("%s is landed read whole: its parts cannot stand (%s)", relative, exc)
             lake_files.discard()
             lake_files.write(connector.read(path, ctx))
     except SourceError as exc:
