@@ -1,11 +1,13 @@
 """The nightly flow at scale against the DuckDB floor of each stage.
 
-    .venv/bin/python bench/pipeline_timing.py --customers 1000000 [--days 730] [--seed 7]
+    .venv/bin/python bench/pipeline_timing.py --customers 1000000 [--days 730] [--seed 7] [--volume 2.5]
         [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
 
 Generates the sample into a temporary data directory (or, with --sample-dir, once into that
-folder and hard-linked from there on later runs of the same size and seed: generating 1M
-customers takes minutes) and holds back the marketplace's newest export.  Then, each in a fresh process (its own wall time and peak memory):
+folder and hard-linked from there on later runs of the same size, seed and volume: generating
+1M customers takes minutes) and holds back the marketplace's newest export.  ``--volume`` scales
+the order lines and events each person leaves (see sources/sample.py): 2.5 gives the performance
+issue's 20M order lines and 50M events at 1M customers.  Then, each in a fresh process (its own wall time and peak memory):
 
 1. the full nightly through the real Prefect flow, as of the day before the end: in local mode
    (Prefect starts its temporary server), or against the Prefect server PREFECT_API_URL names,
@@ -16,7 +18,7 @@ customers takes minutes) and holds back the marketplace's newest export.  Then, 
 Per stage: wall and CPU seconds (process CPU, all threads), rows, floor seconds and our time
 over the floor; per run: Prefect's share (flow wall time not spent in a stage, including, in
 local mode, the start of Prefect's temporary server), peak RSS.  Writes
-<out>/pipeline-<customers>.json (pipeline-<customers>-prefect-server.json against a running
+<out>/pipeline-<customers>[-volume<volume>].json (with -prefect-server against a running
 server) with the machine it ran on.  A measurement, not a test.
 """
 
@@ -36,23 +38,23 @@ AS_OF = date(2026, 11, 21)
 LOCAL_PREFECT = "temporary local server"
 
 
-def _generate(inbox: Path, customers: int, days: int, seed: int) -> dict:
+def _generate(inbox: Path, customers: int, days: int, seed: int, volume: float) -> dict:
     from sources.sample import generate
 
     started = time.perf_counter()
-    sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF)
+    sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF, volume=volume)
     return {"sample": sample, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib()}
 
 
-def sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None) -> dict:
+def sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None, volume: float = 1.0) -> dict:
     """Generate the sample into ``inbox``, or link a kept one generated with the same arguments."""
     if sample_dir is None:
-        return in_fresh_process(_generate, inbox, customers, days, seed)
-    kept = sample_dir / f"customers{customers}-days{days}-seed{seed}"
+        return in_fresh_process(_generate, inbox, customers, days, seed, volume)
+    kept = sample_dir / f"customers{customers}-days{days}-seed{seed}{volume_suffix(volume)}"
     described = kept / "generated.json"
     if not described.exists():
         shutil.rmtree(kept, ignore_errors=True)
-        generated = in_fresh_process(_generate, kept / "inbox", customers, days, seed)
+        generated = in_fresh_process(_generate, kept / "inbox", customers, days, seed, volume)
         described.write_text(json.dumps(generated), encoding="utf-8")
     shutil.copytree(kept / "inbox", inbox, copy_function=os.link)
     return json.loads(described.read_text(encoding="utf-8"))
@@ -98,7 +100,7 @@ def two_published_nights(prefix: str, args) -> Path:
     os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir(prefix)
     inbox = data / "inbox"
-    sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
+    sample(inbox, args.customers, args.days, args.seed, args.sample_dir, args.volume)
     held = hold_back_newest_export(inbox, data.parent / "held")
     published_nightly(AS_OF - timedelta(days=1))
     deliver_held_back(held, inbox)
@@ -134,12 +136,27 @@ def _run_summary(run: dict, floor: dict | None = None) -> dict:
             "status": run["status"], "peak_rss_mib": run["peak_rss_mib"]}
 
 
+def volume_suffix(volume: float) -> str:
+    """How a sample's or result's name says its volume: nothing for the usual 1."""
+    return "" if volume == 1 else f"-volume{volume:g}"
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def sample_arguments(description: str) -> argparse.ArgumentParser:
     """The options every benchmark on the sample takes: its size, the memory limit, where to write."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--volume", type=_positive, default=1.0,
+                        help="order lines and events per person, times the sample's usual (2.5: the performance "
+                             "issue's volumes at 1M customers)")
     parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
                         help="DuckDB memory limit of the runs and of any floor (TAGWRIGHT_MEMORY_LIMIT)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
@@ -154,7 +171,7 @@ def main() -> None:
     data = scratch_data_dir("tagwright-bench-")
     inbox = data / "inbox"
 
-    generated = sample(inbox, args.customers, args.days, args.seed, args.sample_dir)
+    generated = sample(inbox, args.customers, args.days, args.seed, args.sample_dir, args.volume)
     held = hold_back_newest_export(inbox, data.parent / "held")
     full_day = AS_OF - timedelta(days=1)
     full = in_fresh_process(nightly_run, full_day)
@@ -166,7 +183,8 @@ def main() -> None:
     floor_total = round(sum(floor["stage_seconds"].values()), 2)
     guarded = sum(s["wall_s"] for n, s in full_run["stages"].items() if n not in ("validate", "core_checks"))
     report = {
-        "customers": args.customers, "days": args.days, "seed": args.seed, "memory_limit": args.memory_limit,
+        "customers": args.customers, "days": args.days, "seed": args.seed, "volume": args.volume,
+        "memory_limit": args.memory_limit,
         "sample": generated["sample"], "generate_s": generated["seconds"], "generate_peak_rss_mib": generated["peak_rss_mib"],
         "full": full_run,
         "floor": {"stage_seconds": floor["stage_seconds"], "total_s": floor_total, "peak_rss_mib": floor["peak_rss_mib"]},
@@ -179,7 +197,7 @@ def main() -> None:
         "machine": machine(), "measured_on": time.strftime("%Y-%m-%d"),
     }
     server = "" if report["prefect_api"] == LOCAL_PREFECT else "-prefect-server"
-    write_result(f"pipeline-{args.customers}{server}", report, args.out)
+    write_result(f"pipeline-{args.customers}{volume_suffix(args.volume)}{server}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

@@ -38,8 +38,15 @@ def _prefect_share(report: dict, run: dict) -> str:
     return f"{100 * run['prefect_share']:.1f}%" + ("" if _local_prefect(report) else " (Prefect server)")
 
 
+def _size(report: dict) -> str:
+    """The customers generated, and the volume when it is not the usual (see sources/sample.py)."""
+    volume = report.get("volume", 1)
+    return f"{report['customers']:,}" + ("" if volume == 1 else f" (volume {volume:g})")
+
+
 def table() -> str:
-    results = _results("pipeline", key=lambda r: (r["customers"], not _local_prefect(r), r["measured_on"]))
+    results = _results("pipeline", key=lambda r: (r["customers"], r.get("volume", 1), not _local_prefect(r),
+                                                  r["measured_on"]))
     machine = results[-1]["machine"]
     lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
              f"{machine['python']}, {machine['platform']}.", "",
@@ -52,7 +59,7 @@ def table() -> str:
         full = r["full"]
         cells = [f"{full['stages'][s]['wall_s']:.1f} / {full['stages'][s]['floor_s']:.2f} = "
                  f"{full['stages'][s]['over_floor']}x" for s in STAGES]
-        lines.append(f"| {r['customers']:,} | {full['stages']['land']['rows']:,} | " + " | ".join(cells)
+        lines.append(f"| {_size(r)} | {full['stages']['land']['rows']:,} | " + " | ".join(cells)
                      + f" | {full['stages_total_s']:.1f} | {r['floor']['total_s']:.1f} | {r['full_over_floor']}x "
                        f"| {_prefect_share(r, full)} | {100 * r['validation_overhead']:.0f}% "
                        f"| {full['peak_rss_mib']:.0f} | {r['memory_limit']} | {r['measured_on']} |")
@@ -61,7 +68,7 @@ def table() -> str:
               "| peak RSS MiB |", "| --- " * (len(STAGES) + 6) + "|"]
     for r in results:
         inc = r["incremental"]
-        lines.append(f"| {r['customers']:,} | {inc['stages']['land']['rows']:,} | "
+        lines.append(f"| {_size(r)} | {inc['stages']['land']['rows']:,} | "
                      + " | ".join(f"{inc['stages'][s]['wall_s']:.1f}" for s in STAGES)
                      + f" | {inc['stages_total_s']:.1f} | {inc['flow_wall_s']:.1f} | {_prefect_share(r, inc)} "
                        f"| {inc['peak_rss_mib']:.0f} |")

@@ -1,7 +1,7 @@
 """Deterministic sample exports for the three built-in sources, with the traps of real data.
 
-``generate(out, customers, days, seed, end_date)`` writes, for one seed and end date, always
-the same bytes:
+``generate(out, customers, days, seed, end_date, volume)`` writes, for one seed, end date and
+volume, always the same bytes:
 
 - ``web/``: ``users.jsonl`` (registrations, emails with case/whitespace noise, a few repeated
   rows), ``events.jsonl`` (page_view, search, add_to_cart, login; UTC ISO), ``orders.jsonl``;
@@ -22,6 +22,14 @@ traditional characters, an order through two sources, placeholder contacts (1380
 test@test.com), a few bad values in every source (unreadable,
 impossible and future dates, broken emails, negative order totals, an order twice in one
 export), and about 1% children under 14 (sensitive personal information).
+
+``volume`` (default 1) scales the rows each person leaves behind, not the people: an order has
+one to ``round(3 * volume)`` lines and a web session as many events (two of each on average at
+volume 1, 4.5 at volume 2.5).  Who is a web, store or marketplace customer, orders per person
+and the profiles do not change (the CRM exports, drawn last, pick about as many other people), so
+neither does the number of source customer records.  At 1M customers volume 1 gives about 1.65M
+source customer records, 9M order lines and 23M events; volume 2.5 about 20M order lines and
+52M events, the performance issue's volumes but for its 3M source records.
 """
 
 from __future__ import annotations
@@ -89,15 +97,20 @@ class Person:
 
 
 class _Gen:
-    def __init__(self, seed: int, end: date, days: int) -> None:
+    def __init__(self, seed: int, end: date, days: int, volume: float = 1.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.end = end
         self.days = days
+        self.volume = volume
         self.end_dt = datetime.combine(end, datetime.min.time(), SHANGHAI) + timedelta(hours=21)
         self.used_phones: set[str] = {PLACEHOLDER_PHONE}
 
     def pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
+
+    def how_many(self, most: int) -> int:
+        """1 to ``most`` items (order lines, a session's events), ``most`` scaled by the volume."""
+        return int(self.rng.integers(1, 1 + max(1, round(most * self.volume))))
 
     def phone(self) -> str:
         while True:
@@ -186,7 +199,7 @@ def _mixed_phone(g: _Gen, phone: str) -> str:
 def _lines(g: _Gen, big: bool) -> list[tuple[str, int, str, int, float]]:
     """(sku, category index, category, quantity, unit price) for one order."""
     out = []
-    for _ in range(int(g.rng.integers(1, 4))):
+    for _ in range(g.how_many(3)):
         c = int(g.rng.integers(len(CATEGORIES)))
         price = round(float(g.rng.lognormal(6.5 if big else 4.5, 0.5)), 2)
         out.append((f"SKU{c}{int(g.rng.integers(1000)):03d}", c, CATEGORIES[c][0], int(g.rng.integers(1, 3)), price))
@@ -211,10 +224,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list], encoding: str) -
 
 
 def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
-             end_date: date | None = None) -> dict:
+             end_date: date | None = None, volume: float = 1.0) -> dict:
     """Write the sample exports under ``out`` and return a summary of what was written."""
+    if not volume > 0:
+        raise ValueError(f"volume must be above 0, not {volume}")
     end = end_date or (datetime.now(SHANGHAI).date() - timedelta(days=1))
-    g = _Gen(seed, end, days)
+    g = _Gen(seed, end, days, volume)
     names, weights = zip(*[(k, v[0]) for k, v in PROFILES.items()])
     weights = np.array(weights) / sum(weights)
     n_regular = max(customers - 5, 0)
@@ -283,7 +298,7 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
             users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
         for day in p.active_days:
             session = f"S{events:08d}"
-            for _ in range(int(g.rng.integers(1, 4))):
+            for _ in range(g.how_many(3)):
                 t = datetime(day.year, day.month, day.day, int(g.rng.integers(8, 23)), int(g.rng.integers(60)),
                              tzinfo=SHANGHAI)
                 event({"event_id": f"E{events:08d}", "user_id": uid, "anonymous_id": None,

@@ -24,6 +24,31 @@ def test_same_seed_and_end_date_give_the_same_bytes(tmp_path):
     assert _digest(a) != _digest(b)
 
 
+def test_volume_scales_the_lines_and_events_of_the_same_people(tmp_path):
+    usual, more = tmp_path / "usual", tmp_path / "more"
+    generate(usual, customers=400, days=200, seed=5, end_date=date(2026, 1, 31))
+    generate(more, customers=400, days=200, seed=5, end_date=date(2026, 1, 31), volume=2.5)
+
+    def people_by_source(folder):  # the CRM exports are drawn after the others, from where the draws got to
+        truth = csv.DictReader((folder / "ground_truth.csv").read_text().splitlines())
+        return sorted((t["source"], t["person_id"]) for t in truth if t["source"] in ("web", "store", "marketplace"))
+
+    assert people_by_source(usual) == people_by_source(more)
+
+    def per_order(folder):
+        orders = [json.loads(line) for line in (folder / "web" / "orders.jsonl").read_text().splitlines()]
+        events = [json.loads(line) for line in (folder / "web" / "events.jsonl").read_text().splitlines()]
+        sessions = [e["session_id"] for e in events if e["user_id"]]
+        return (len(orders), sum(len(o["items"]) for o in orders) / len(orders),
+                len(sessions), len(sessions) / len(set(sessions)))
+
+    orders, lines, events, per_session = per_order(usual)
+    orders_more, lines_more, events_more, per_session_more = per_order(more)
+    assert orders_more == orders                        # the same orders, each with more lines
+    assert 1.8 < lines < 2.2 and 4.1 < lines_more < 4.9  # one to 3 lines, one to round(7.5) = 8
+    assert 1.8 < per_session < 2.2 and 4.1 < per_session_more < 4.9 and events_more > 2 * events
+
+
 def test_store_exports_are_gbk_with_chinese_headers_and_mixed_phone_formats(sample_inbox):
     raw = (sample_inbox / "store" / "pos_transactions.csv").read_bytes()
     try:
