@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, write_result
-from pipeline_timing import AS_OF, nightly_run, sample_arguments, two_published_nights
+from pipeline_timing import AS_OF, nightly_run, sample_arguments, two_published_nights, volume_suffix
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -68,10 +68,11 @@ def main() -> None:
                      "stages_s": round(sum(night["stage_seconds"].values()), 2),
                      "publish_s": night["stage_seconds"]["publish"], **night["publish_copy"],
                      "peak_rss_mib": night["peak_rss_mib"]})
-    report = {"customers": args.customers, "days": args.days, "seed": args.seed, "memory_limit": args.memory_limit,
+    report = {"customers": args.customers, "days": args.days, "seed": args.seed, "volume": args.volume,
+              "memory_limit": args.memory_limit,
               "repeated_night": REPEATED.isoformat(), "runs": runs,
               "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
-    write_result(f"history-{args.customers}", report, args.out)
+    write_result(f"history-{args.customers}{volume_suffix(args.volume)}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

@@ -100,7 +100,7 @@ def history_table() -> str:
         ["customers", "nights of history", "file MiB", "tag_history rows", "tag_changes rows", "stages s",
          "publish s", "copying the file s (on its thread)", "publish waited for the copy s", "peak RSS MiB",
          "measured"],
-        [[f"{r['customers']:,}", str(run["nights_of_history"]), f"{run['file_mib']:,}", f"{run['history_rows']:,}",
+        [[_size(r), str(run["nights_of_history"]), f"{run['file_mib']:,}", f"{run['history_rows']:,}",
           f"{run['change_rows']:,}", f"{run['stages_s']:.1f}", f"{run['publish_s']:.1f}", f"{run['copy_s']:.1f}",
           f"{run['waited_s']:.1f}", f"{run['peak_rss_mib']:.0f}", r["measured_on"]]
          for r in _results("history") for run in r["runs"]])
@@ -110,7 +110,7 @@ def data_docs_table() -> str:
     return _markdown_table(
         ["customers", "earlier nights made up", "results stored", "build, every run kept s",
          "build that deletes the older runs s", "results kept", "next run's build s", "measured"],
-        [[f"{r['customers']:,}", f"{run['nights']:,}", f"{run['results_stored']:,}",
+        [[_size(r), f"{run['nights']:,}", f"{run['results_stored']:,}",
           f"{run['every_run_kept_s']:.2f}", f"{run['default_retention_s']:.2f}", f"{run['results_kept']:,}",
           f"{run['next_run_s']:.2f}", r["measured_on"]]
          for r in _results("data-docs") for run in r["runs"]])
