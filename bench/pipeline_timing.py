@@ -7,7 +7,8 @@ Generates the sample into a temporary data directory (or, with --sample-dir, onc
 folder and hard-linked from there on later runs of the same size, seed and volume: generating
 1M customers takes minutes) and holds back the marketplace's newest export.  ``--volume`` scales
 the order lines and events each person leaves (see sources/sample.py): 2.5 gives the performance
-issue's 20M order lines and 50M events at 1M customers.  Then, each in a fresh process (its own wall time and peak memory):
+issue's 20M order lines and 50M events at 1M customers.  Then, each in a fresh process (its own
+wall time and peak memory):
 
 1. the full nightly through the real Prefect flow, as of the day before the end: in local mode
    (Prefect starts its temporary server), or against the Prefect server PREFECT_API_URL names,
