@@ -35,15 +35,15 @@ def test_volume_scales_the_lines_and_events_of_the_same_people(tmp_path):
 
     assert people_by_source(usual) == people_by_source(more)
 
-    def per_order(folder):
+    def lines_and_events(folder):
         orders = [json.loads(line) for line in (folder / "web" / "orders.jsonl").read_text().splitlines()]
         events = [json.loads(line) for line in (folder / "web" / "events.jsonl").read_text().splitlines()]
         sessions = [e["session_id"] for e in events if e["user_id"]]
         return (len(orders), sum(len(o["items"]) for o in orders) / len(orders),
                 len(sessions), len(sessions) / len(set(sessions)))
 
-    orders, lines, events, per_session = per_order(usual)
-    orders_more, lines_more, events_more, per_session_more = per_order(more)
+    orders, lines, events, per_session = lines_and_events(usual)
+    orders_more, lines_more, events_more, per_session_more = lines_and_events(more)
     assert orders_more == orders                        # the same orders, each with more lines
     assert 1.8 < lines < 2.2 and 4.1 < lines_more < 4.9  # one to 3 lines, one to round(7.5) = 8
     assert 1.8 < per_session < 2.2 and 4.1 < per_session_more < 4.9 and events_more > 2 * events
