@@ -16,7 +16,9 @@ Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import math
 import os
 import shutil
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,8 +56,8 @@ class ValidateResult:
 
 
 def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
-    """Validation rows and quarantine findings (one per failing row and expectation, with the
-    row's ``_row`` and ``source_record_id``)."""
+    """Validation rows and quarantine findings: one per failing row and expectation, with the
+    row's ``_rid`` and values; :func:`_locate` adds its line number and source record id."""
     validations, findings = [], []
     for r in results.results:
         validations.append(summary(r))
@@ -64,15 +67,32 @@ def _findings(results, frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
         if kind in UNIQUENESS:
             items = _later_duplicates(items, columns)
         rids = [int(item["_rid"]) for item in items]
-        failing = frame.loc[rids, list(dict.fromkeys(["_row", "source_record_id", *columns]))]  # one lookup
+        failing = frame.loc[rids, columns]  # one lookup
         failing = {c: failing[c].tolist() for c in failing.columns}
         for i, (rid, item) in enumerate(zip(rids, items)):
             values = [item[c] if c in item else failing[c][i] for c in columns]
             shown = [None if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)) else str(v) for v in values]
             findings.append({"_rid": rid, "expectation": kind, "column": column,
-                             "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown),
-                             "row": int(failing["_row"][i]), "source_record_id": failing["source_record_id"][i]})
+                             "value": None if all(v is None for v in shown) else "|".join(str(v) for v in shown)})
     return validations, findings
+
+
+def _locate(lake_path: str, findings: list[dict]) -> None:
+    """Add each finding's line number (``_row``) and ``source_record_id``, read from the row
+    groups of the landed file that hold failing rows.  GX is given only the columns it checks:
+    the two columns read and converted for every row took 1.5 of every 2 s spent reading the
+    slices of the web events."""
+    if not findings:
+        return
+    raw = pq.ParquetFile(lake_path)
+    starts = list(itertools.accumulate((raw.metadata.row_group(i).num_rows for i in range(raw.num_row_groups)),
+                                       initial=0))
+    groups = sorted({bisect.bisect_right(starts, f["_rid"]) - 1 for f in findings})
+    rids_read = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
+    found = raw.read_row_groups(groups, columns=["_row", "source_record_id"]).take(
+        np.searchsorted(rids_read, [f["_rid"] for f in findings])).to_pydict()
+    for f, row, record_id in zip(findings, found["_row"], found["source_record_id"]):
+        f["row"], f["source_record_id"] = row, record_id
 
 
 def _later_duplicates(items: list[dict], columns: list[str]) -> list[dict]:
@@ -179,8 +199,7 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
     when it returns (before the key check, which DuckDB runs on the whole file)."""
     raw = pq.ParquetFile(load["lake_path"])
     sliced = n > slice_rows
-    columns = ["_row", "source_record_id", *(c for c in _suite_columns(suite) if c not in ("_rid", "_row",
-                                                                                         "source_record_id"))]
+    columns = [c for c in _suite_columns(suite) if c != "_rid"] or ["_row"]
     batches = raw.iter_batches(batch_size=slice_rows, columns=columns) if n else \
         [raw.schema_arrow.empty_table().select(columns)]
     per_slice, findings, offset = [], [], 0
@@ -191,6 +210,7 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
         per_slice.append(validations)
         findings += found
         offset += rows.num_rows
+    _locate(load["lake_path"], findings)
     return per_slice, findings
 
 

@@ -251,12 +251,17 @@ def test_a_file_mixing_every_kind_of_bad_row_accounts_for_every_row(settings, pa
         loaded = [r[0] for r in con.execute("SELECT order_id FROM stage.orders ORDER BY 1").fetchall()]
         validations = con.execute("SELECT expectation, \"column\", count(*) FROM ops.validations"
                                   " WHERE entity = 'order' GROUP BY ALL").fetchall()
-        slices = pq.ParquetFile(con.execute("SELECT lake_path FROM ops.loads WHERE entity = 'order'").fetchone()[0])
+        lake_path = con.execute("SELECT lake_path FROM ops.loads WHERE entity = 'order'").fetchone()[0]
+        slices = pq.ParquetFile(lake_path)
+        located = con.execute("""SELECT DISTINCT "row", source_record_id FROM ops.quarantine
+                                 WHERE entity = 'order' ORDER BY 1""").fetchall()
+        landed = con.execute("SELECT _row, source_record_id FROM read_parquet(?) ORDER BY 1", [lake_path]).fetchall()
     assert (slices.num_row_groups > 1) == (part_bytes < 1000)  # one row group per part
     assert all(n == 1 for _, _, n in validations)  # one result per expectation, over every slice
     bad = [(i, column) for i, (_, _, column) in enumerate(rows, start=1) if column]
     assert load == ("validated", len(rows), len(rows) - len(bad), len(bad))
     assert [(r, c) for r, columns in named for c in columns if c == dict(bad)[r]] == bad
+    assert located == [landed[i - 1] for i, _ in bad]  # the line and record id of each, from the landed row
     assert loaded == ["W1", "W2"]
 
 
