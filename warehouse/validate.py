@@ -5,8 +5,8 @@ warehouse/quality.py): required values, value sets, ranges, email shape, no futu
 implausible dates, unique keys within the batch.  Each row is known by ``_rid``, its position
 in the raw Parquet (DuckDB's ``file_row_number``), so rows with duplicated business keys stay
 distinguishable.  A batch larger than ``validate_slice_rows`` is given to GX one slice at a
-time (memory stays bounded), its keys checked in SQL over the whole batch by DuckDB beside
-GX (GX would see one slice at a time).  Rows failing a row-level expectation go to
+time (memory stays bounded; each slice is read while GX checks the one before it), its keys
+checked in SQL over the whole batch by DuckDB beside GX (GX would see one slice at a time).  Rows failing a row-level expectation go to
 ``ops.quarantine`` (one row per failed expectation, with the offending value); the rest are
 written to the validated lake, on a thread while GX checks the next batch.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
@@ -22,6 +22,7 @@ import itertools
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,7 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
     raw = pq.ParquetFile(load["lake_path"])
     sliced = n > slice_rows
     columns = [c for c in _suite_columns(suite) if c != "_rid"] or ["_row"]
-    batches = raw.iter_batches(batch_size=slice_rows, columns=columns) if n else \
+    batches = _read_ahead(raw.iter_batches(batch_size=slice_rows, columns=columns)) if n else \
         [raw.schema_arrow.empty_table().select(columns)]
     per_slice, findings, offset = [], [], 0
     batch = f"{load['file']}/{load['entity']}"
@@ -212,6 +213,15 @@ def _validate_each_slice(quality: QualityContext, load: dict, suite, n: int, min
         offset += rows.num_rows
     _locate(load["lake_path"], findings)
     return per_slice, findings
+
+
+def _read_ahead(slices: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The slices, each read on a thread while GX validates the one before it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-slice") as reading:
+        upcoming = reading.submit(next, slices, None)
+        while (rows := upcoming.result()) is not None:
+            upcoming = reading.submit(next, slices, None)
+            yield rows
 
 
 def _validate_slice(quality: QualityContext, suite, name: str, rows: pa.RecordBatch, offset: int,
