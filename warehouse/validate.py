@@ -6,9 +6,11 @@ implausible dates, unique keys within the batch.  Each row is known by ``_rid``,
 in the raw Parquet (DuckDB's ``file_row_number``), so rows with duplicated business keys stay
 distinguishable.  A batch larger than ``validate_slice_rows`` is given to GX one slice at a
 time (memory stays bounded; each slice is read while GX checks the one before it), its keys
-checked in SQL over the whole batch by DuckDB beside GX (GX would see one slice at a time).  Rows failing a row-level expectation go to
-``ops.quarantine`` (one row per failed expectation, with the offending value); the rest are
-written to the validated lake, on a thread while GX checks the next batch.
+checked in SQL over the whole batch by DuckDB beside GX (GX would see one slice at a time).
+GX is given only the columns its suite checks.  Rows failing a row-level expectation go to
+``ops.quarantine`` (one row per failed expectation, with the offending value, line number and
+source record id); the rest are written to the validated lake, on a thread while GX checks the
+next batch.
 A batch whose bad-row share exceeds ``max_bad_share`` is rejected whole, every row
 quarantined with that reason.  For every batch: rows_in = rows_loaded + rows_quarantined.
 Data Docs of every run are built in ``<data dir>/restricted/gx/uncommitted/data_docs``.
