@@ -24,8 +24,10 @@ DATA_DOCS_MARK = "<!-- data-docs -->"
 
 
 def _results(kind: str, key=lambda r: r["customers"]) -> list[dict]:
-    """The benchmark's results (bench/results/<kind>-*.json), smallest first."""
-    return sorted((json.loads(p.read_text()) for p in (ROOT / "bench" / "results").glob(f"{kind}-*.json")), key=key)
+    """The benchmark's results (bench/results/<kind>-*.json), smallest first, ties in the files'
+    name order."""
+    files = sorted((ROOT / "bench" / "results").glob(f"{kind}-*.json"))
+    return sorted((json.loads(p.read_text()) for p in files), key=key)
 
 
 def _local_prefect(report: dict) -> bool:
