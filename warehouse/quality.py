@@ -60,6 +60,9 @@ class QualityContext:
 
     def __init__(self, settings: Settings, run_id: str) -> None:
         self.run_id = run_id
+        # Given no time, GX reads one from the run's name with dateutil, which takes the random
+        # suffix of some run ids for a UTC offset ("...Z-4218ad": -42:18) and fails the night.
+        self.run_time = datetime.now(timezone.utc)
         settings.ensure_restricted()
         root = settings.restricted
         target = root / "gx"
@@ -135,7 +138,7 @@ class QualityContext:
         try:
             return validation.run(batch_parameters={"dataframe": frame},
                                   expectation_parameters={"min_rows": 0, **self.parameters, **parameters},
-                                  result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id))
+                                  result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id, run_time=self.run_time))
         finally:
             # GX's pandas engine keeps each asset's last batch (the whole frame) cached, and every
             # metric it computed (row masks, unexpected indexes: about 35 MB a million rows);

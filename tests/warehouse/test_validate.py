@@ -338,6 +338,24 @@ def test_the_gx_config_is_written_once_with_the_docs_not_at_every_batch(settings
     assert all(f"events.jsonl__event rows {i}" in config.read_text(encoding="utf-8") for i in range(3))
 
 
+def test_a_run_id_gx_could_read_as_a_time_is_stored_under_the_time_of_the_run(settings):
+    """Given no run time, GX parses one out of the run's name: the random suffix of about one
+    run id in 2,000 reads as a UTC offset over a day ("-4218ad": -42:18), which failed the night
+    when GX stored the result."""
+    from datetime import datetime, timedelta, timezone
+
+    import pandas as pd
+
+    from warehouse.quality import QualityContext
+
+    quality = QualityContext(settings, "20261129T084426Z-4218ad")
+    results = quality.validate(quality.suite("customers_core"), "customers", pd.DataFrame({"customer_id": ["a"]}))
+    stored = results.meta["run_id"]
+    assert stored.run_name == "20261129T084426Z-4218ad"
+    assert abs(stored.run_time - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    quality.build_docs()
+
+
 def test_data_docs_keep_the_newest_runs_only(settings):
     """GX's index reads every stored result whole, so Data Docs of every run ever would slow each
     night's validation (5.7 s a build after a year of nightly runs at 1M customers): results and
