@@ -138,7 +138,8 @@ class QualityContext:
         try:
             return validation.run(batch_parameters={"dataframe": frame},
                                   expectation_parameters={"min_rows": 0, **self.parameters, **parameters},
-                                  result_format=result_format, run_id=gx.RunIdentifier(run_name=self.run_id, run_time=self.run_time))
+                                  result_format=result_format,
+                                  run_id=gx.RunIdentifier(run_name=self.run_id, run_time=self.run_time))
         finally:
             # GX's pandas engine keeps each asset's last batch (the whole frame) cached, and every
             # metric it computed (row masks, unexpected indexes: about 35 MB a million rows);
