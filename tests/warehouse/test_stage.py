@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import timezone
 from pathlib import Path
 
 from tests.warehouse.helpers import write_marketplace_orders, write_pos_transactions, write_web_users
@@ -17,12 +18,12 @@ from warehouse.workdb import open_work_db
 
 
 def _write_events(inbox: Path, name: str, events: list[tuple[str, str, str]]) -> None:
-    """(event_id, user_id, type) lines in the web shop's export format."""
+    """(event_id, user_id, time of day on 2026-11-01 UTC) lines in the web shop's export format."""
     folder = inbox / "web"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text("".join(
-        json.dumps({"event_id": e, "user_id": u, "anonymous_id": None, "type": t, "ts": "2026-11-01T08:00:00Z",
-                    "session_id": "S1"}) + "\n" for e, u, t in events), encoding="utf-8")
+        json.dumps({"event_id": e, "user_id": u, "anonymous_id": None, "type": "page_view",
+                    "ts": f"2026-11-01T{t}:00Z", "session_id": "S1"}) + "\n" for e, u, t in events), encoding="utf-8")
 
 
 ORDER_TABLES = ("orders", "order_versions", "order_lines", "order_copies")
@@ -59,23 +60,23 @@ def _rebuilt(settings: Settings) -> list[tuple]:
 
 def test_events_staged_incrementally_equal_a_full_build(settings):
     inbox = settings.inbox
-    _write_events(inbox, "events_1.jsonl", [("E1", "U1", "page_view"), ("E2", "U1", "search"), ("E3", "U2", "login")])
+    _write_events(inbox, "events_1.jsonl", [("E1", "U1", "08:00"), ("E2", "U1", "08:05"), ("E3", "U2", "09:00")])
     how, first = _night(settings, "r1")
     assert how == "rebuilt" and len(first) == 3
 
     assert _night(settings, "r2") == ("kept", first)  # nothing new: the table is kept as it is
 
-    # A new file re-sends E2 with a new type (the newer load wins) and brings E4.
-    _write_events(inbox, "events_2.jsonl", [("E2", "U1", "add_to_cart"), ("E4", "U3", "page_view")])
+    # A new file re-sends E2 with a corrected time (the newer load wins) and brings E4.
+    _write_events(inbox, "events_2.jsonl", [("E2", "U1", "08:07"), ("E4", "U3", "10:00")])
     how, merged = _night(settings, "r3")
     assert how == "merged"
-    assert [(r[1], r[4]) for r in merged] == [("E1", "page_view"), ("E2", "add_to_cart"), ("E3", "login"),
-                                              ("E4", "page_view")]
+    assert [(r[1], r[3].astimezone(timezone.utc).strftime("%H:%M")) for r in merged] == [
+        ("E1", "08:00"), ("E2", "08:07"), ("E3", "09:00"), ("E4", "10:00")]
     assert merged == _rebuilt(settings)
 
 
 def test_a_changed_lake_file_builds_events_afresh(settings):
-    _write_events(settings.inbox, "events_1.jsonl", [("E1", "U1", "page_view"), ("E2", "U1", "search")])
+    _write_events(settings.inbox, "events_1.jsonl", [("E1", "U1", "08:00"), ("E2", "U1", "08:05")])
     _night(settings, "r1")
     valid = next((settings.lake / "valid").glob("web/event/*.parquet"))
     os.utime(valid, ns=(valid.stat().st_atime_ns, valid.stat().st_mtime_ns + 1_000_000))  # as an erasure rewrites it
@@ -86,12 +87,12 @@ def test_a_changed_lake_file_builds_events_afresh(settings):
 def test_a_data_directory_moved_with_its_files_times_keeps_staging_incrementally(settings, tmp_path):
     """Staging records lake paths relative to the lake: after ``cp -a`` of the data directory
     the next night merges only what it adds (absolute paths made it build everything again)."""
-    _write_events(settings.inbox, "events_1.jsonl", [("E1", "U1", "page_view"), ("E2", "U1", "search")])
+    _write_events(settings.inbox, "events_1.jsonl", [("E1", "U1", "08:00"), ("E2", "U1", "08:05")])
     _night(settings, "r1")
     moved = Settings.from_env(data_dir=tmp_path / "moved")
     shutil.copytree(settings.data_dir, moved.data_dir)  # copy2: the files keep their modification times
     shutil.rmtree(settings.data_dir)
-    _write_events(moved.inbox, "events_2.jsonl", [("E3", "U2", "login")])
+    _write_events(moved.inbox, "events_2.jsonl", [("E3", "U2", "09:00")])
     how, rows = _night(moved, "r2")
     assert how == "merged" and [r[1] for r in rows] == ["E1", "E2", "E3"]
     assert _night(moved, "r3")[0] == "kept"
