@@ -19,12 +19,22 @@ def scratch_data_dir(prefix: str) -> Path:
     return data
 
 
+# What a result records as ``prefect_api`` when the run started Prefect's temporary server.
+LOCAL_PREFECT = "temporary local server"
+
+
 def write_result(name: str, report: dict, folder: Path | None = None) -> Path:
-    """Write ``report`` to <folder, default bench/results>/<name>.json and print it."""
+    """Write ``report`` to <folder, default bench/results>/<name>.json and print it.  Into
+    bench/results, also render the tables of docs/performance.md again from every result there."""
     out = (folder or Path(__file__).parent / "results") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))
+    if folder is None:
+        from render_performance import render_tables  # which imports this module: not at the top
+
+        render_tables()
+        print(f"{out.name} written; the tables of docs/performance.md rendered again from bench/results")
     return out
 
 

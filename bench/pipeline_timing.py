@@ -38,10 +38,9 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
+from common import LOCAL_PREFECT, in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
 
 AS_OF = date(2026, 11, 21)
-LOCAL_PREFECT = "temporary local server"
 
 
 def _generate(inbox: Path, customers: int, days: int, seed: int, volume: float) -> dict:

@@ -5,7 +5,8 @@
 Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json), the two
 ``<!-- identity -->`` markers (identity-*.json), the two ``<!-- history -->`` markers
 (history-*.json) and the two ``<!-- data-docs -->`` markers (data-docs-*.json) in
-docs/performance.md.
+docs/performance.md.  Each benchmark does this itself when it writes its result into
+bench/results; run it by hand after removing or editing a result.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline_timing import LOCAL_PREFECT
+from common import LOCAL_PREFECT
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags", "core_checks", "publish"]
@@ -129,13 +130,18 @@ def _replace(text: str, mark: str, content: str) -> str:
     return f"{head}{mark}\n{content}\n{mark}{tail}"
 
 
-def main() -> None:
+def rendered(text: str) -> str:
+    """``text`` (docs/performance.md) with its tables rendered from bench/results."""
+    for mark, content in ((MARK, table()), (IDENTITY_MARK, identity_table()), (HISTORY_MARK, history_table()),
+                          (DATA_DOCS_MARK, data_docs_table())):
+        text = _replace(text, mark, content)
+    return text
+
+
+def render_tables() -> None:
     doc = ROOT / "docs" / "performance.md"
-    text = _replace(doc.read_text(encoding="utf-8"), MARK, table())
-    text = _replace(text, IDENTITY_MARK, identity_table())
-    text = _replace(text, HISTORY_MARK, history_table())
-    doc.write_text(_replace(text, DATA_DOCS_MARK, data_docs_table()), encoding="utf-8")
+    doc.write_text(rendered(doc.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main()
+    render_tables()

@@ -35,6 +35,14 @@ def test_docs_tags_md_is_generated_from_the_rules():
     assert current == render_tags_markdown(load_rules()), "run: tagwright rules docs > docs/tags.md"
 
 
+def test_docs_performance_md_tables_are_rendered_from_the_bench_results(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from render_performance import rendered
+
+    current = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert current == rendered(current), "run: .venv/bin/python bench/render_performance.py"
+
+
 def test_every_cli_command_appears_in_the_docs():
     from typer.main import get_command
 
