@@ -4,9 +4,10 @@
 
 Replaces the lines between the two ``<!-- measured -->`` markers (pipeline-*.json), the two
 ``<!-- identity -->`` markers (identity-*.json), the two ``<!-- history -->`` markers
-(history-*.json) and the two ``<!-- data-docs -->`` markers (data-docs-*.json) in
-docs/performance.md.  Each benchmark does this itself when it writes its result into
-bench/results; run it by hand after removing or editing a result.
+(history-*.json), the two ``<!-- data-docs -->`` markers (data-docs-*.json) and the two
+``<!-- tagging -->`` markers (tagging-*.json) in docs/performance.md.  Each benchmark does
+this itself when it writes its result into bench/results; run it by hand after removing or
+editing a result.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ MARK = "<!-- measured -->"
 IDENTITY_MARK = "<!-- identity -->"
 HISTORY_MARK = "<!-- history -->"
 DATA_DOCS_MARK = "<!-- data-docs -->"
+TAGGING_MARK = "<!-- tagging -->"
 
 
 def _results(kind: str, key=lambda r: r["customers"]) -> list[dict]:
@@ -119,6 +121,17 @@ def data_docs_table() -> str:
          for r in _results("data-docs") for run in r["runs"]])
 
 
+def tagging_table() -> str:
+    return _markdown_table(
+        ["customers", "tag rows (five tags)", "ours, five tags", "hand-written DuckDB SQL (floor)",
+         "pandas (`numpy.select`)", "ours, every active computed tag", "ours / floor", "pandas / ours", "measured"],
+        [[f"{r['feature_rows']:,}", f"{r['tag_rows_five']:,}",
+          *(f"{r['seconds'][k]:.2f} s" for k in ("ours_five_tags", "floor_five_tags", "pandas_five_tags",
+                                                  "ours_all_active_tags")),
+          f"{r['ours_over_floor']:.1f}", f"{r['pandas_over_ours']:.1f}", r["measured_on"]]
+         for r in _results("tagging", key=lambda r: r["feature_rows"])])
+
+
 def _markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     lines = [columns, ["---"] * len(columns), *rows]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
@@ -133,7 +146,7 @@ def _replace(text: str, mark: str, content: str) -> str:
 def rendered(text: str) -> str:
     """``text`` (docs/performance.md) with its tables rendered from bench/results."""
     for mark, content in ((MARK, table()), (IDENTITY_MARK, identity_table()), (HISTORY_MARK, history_table()),
-                          (DATA_DOCS_MARK, data_docs_table())):
+                          (DATA_DOCS_MARK, data_docs_table()), (TAGGING_MARK, tagging_table())):
         text = _replace(text, mark, content)
     return text
 
