@@ -70,8 +70,7 @@ class ColumnRule:
             text = text.where(more.isna(), text.fillna("") + self.join + more.fillna("")).where(
                 text.notna() | more.notna())
         if self.split:
-            separator, part = self.split
-            text = text.map(lambda v: _part(v, separator, part))
+            text = _part(text, *self.split)
         if self.map:
             text = relabel(text, self.map)
         label = "+".join(self.sources)
@@ -88,11 +87,12 @@ class ColumnRule:
         return text
 
 
-def _part(value, separator: str, part: int):
-    if not isinstance(value, str):
-        return value
-    pieces = value.split(separator)
-    return pieces[part].strip() if -len(pieces) <= part < len(pieces) else None
+def _part(text: pd.Series, separator: str, part: int) -> pd.Series:
+    """Each value's piece number ``part`` (counted from the end when negative) of those
+    ``separator`` cuts it into, stripped; NULL where it has no such piece."""
+    if text.isna().all():  # pandas gives the pieces of only NULLs as numbers, without .str
+        return text
+    return text.str.split(separator, regex=False).str.get(part).astype("str").str.strip()
 
 
 @dataclass(frozen=True)
