@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import os
@@ -9,6 +10,22 @@ import platform
 import resource
 import tempfile
 from pathlib import Path
+
+
+def positive(text: str) -> float:
+    """An argument that must be a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def one_or_more(text: str) -> float:
+    """An argument that must be a number of 1 or more."""
+    value = float(text)
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
 
 
 def scratch_data_dir(prefix: str) -> Path:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, write_result
-from pipeline_timing import sample_arguments, two_published_nights, volume_suffix
+from pipeline_timing import sample_arguments, shape_suffix, two_published_nights
 
 RUN_TIME = "%Y%m%dT%H%M%S.%fZ"  # how GX names a result's folder under its run
 
@@ -90,9 +90,10 @@ def main() -> None:
         runs.append(measured)
         print(measured, flush=True)
     report = {"customers": args.customers, "days": args.days, "seed": args.seed, "volume": args.volume,
+              "accounts": args.accounts,
               "results_of_the_two_nights": sum(1 for _ in (two_nights / "validations").rglob("*.json")),
               "runs": runs, "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
-    write_result(f"data-docs-{args.customers}{volume_suffix(args.volume)}", report, args.out)
+    write_result(f"data-docs-{args.customers}{shape_suffix(args)}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

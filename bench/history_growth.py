@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from common import in_fresh_process, machine, write_result
-from pipeline_timing import AS_OF, nightly_run, sample_arguments, two_published_nights, volume_suffix
+from pipeline_timing import AS_OF, nightly_run, sample_arguments, shape_suffix, two_published_nights
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -69,10 +69,11 @@ def main() -> None:
                      "publish_s": night["stage_seconds"]["publish"], **night["publish_copy"],
                      "peak_rss_mib": night["peak_rss_mib"]})
     report = {"customers": args.customers, "days": args.days, "seed": args.seed, "volume": args.volume,
+              "accounts": args.accounts,
               "memory_limit": args.memory_limit,
               "repeated_night": REPEATED.isoformat(), "runs": runs,
               "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
-    write_result(f"history-{args.customers}{volume_suffix(args.volume)}", report, args.out)
+    write_result(f"history-{args.customers}{shape_suffix(args)}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

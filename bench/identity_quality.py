@@ -1,6 +1,6 @@
 """Identity resolution against the sample generator's ground truth, side by side with splink alone.
 
-    .venv/bin/python bench/identity_quality.py --customers 100000 [--days 730] [--seed 7]
+    .venv/bin/python bench/identity_quality.py --customers 100000 [--days 730] [--seed 7] [--accounts 2]
 
 Generates the sample (with its traps: families sharing a phone, placeholder contacts, masked
 marketplace phones, traditional-character names), runs land, validate and stage, trains the
@@ -13,8 +13,10 @@ identity model (``warehouse/identity.py: train_model``), then measures on the sa
   clustering at the shipped acceptance probability, no rules.
 
 Each measurement runs in a fresh process, so its wall time and peak RSS are its own.  Pairwise
-and B-cubed precision/recall/F1 against ``ground_truth.csv``.  Writes
-bench/results/identity-<customers>.json.  A measurement, not a test.
+and B-cubed precision/recall/F1 against ``ground_truth.csv``.  ``--accounts`` gives each person
+that many accounts per source on average (see sources/sample.py): the people they hold are
+in the ground truth too.  Writes bench/results/identity-<customers>[-accounts<accounts>].json.
+A measurement, not a test.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from common import in_fresh_process, peak_rss_mib, scratch_data_dir, write_result
+from common import in_fresh_process, one_or_more, peak_rss_mib, scratch_data_dir, write_result
 
 QUALITY_SQL = """
 WITH m AS (
@@ -73,7 +75,7 @@ def _quality(con, clusters: str, truth: Path) -> dict:
                        "f1": round(_f1(row["bcubed_precision"], row["bcubed_recall"]), 4)}}
 
 
-def _prepare(customers: int, days: int, seed: int) -> dict:
+def _prepare(customers: int, days: int, seed: int, accounts: float) -> dict:
     from sources.sample import generate
     from warehouse.land import land
     from warehouse.settings import Settings
@@ -82,7 +84,7 @@ def _prepare(customers: int, days: int, seed: int) -> dict:
     from warehouse.workdb import open_work_db
 
     settings = Settings.from_env()
-    generate(settings.inbox, customers=customers, days=days, seed=seed, end_date=date(2026, 11, 21))
+    generate(settings.inbox, customers=customers, days=days, seed=seed, end_date=date(2026, 11, 21), accounts=accounts)
     con = open_work_db(settings)
     land(con, settings, "bench")
     validate(con, settings, "bench")
@@ -155,26 +157,28 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000, help="people the generator simulates")
     parser.add_argument("--days", type=int, default=730, help="history length (fewer days: fewer orders and events)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--accounts", type=one_or_more, default=1.0,
+                        help="accounts a person holds in each source they use, on average")
     args = parser.parse_args()
     data = scratch_data_dir("tagwright-identity-")
     from warehouse.identity import load_identity_config
 
     shipped = float(load_identity_config()["model"]["accept_probability"])
     truth = data / "inbox" / "ground_truth.csv"
-    prepared = in_fresh_process(_prepare, args.customers, args.days, args.seed)
+    prepared = in_fresh_process(_prepare, args.customers, args.days, args.seed, args.accounts)
     runs = {"rules": in_fresh_process(_resolve, None, truth)}
     for accept in sorted({0.99, 0.9, 0.8, 0.7, shipped}, reverse=True):
         runs[f"rules + model @ {accept}"] = in_fresh_process(_resolve, accept, truth)
     runs[f"splink alone @ {shipped}"] = in_fresh_process(_splink_alone, shipped, truth)
     shipped_run = runs[f"rules + model @ {shipped}"]
     report = {
-        "customers": args.customers, "days": args.days, "seed": args.seed,
+        "customers": args.customers, "days": args.days, "seed": args.seed, "accounts": args.accounts,
         "source_records": shipped_run["source_records"], "people": shipped_run["people"],
         "shipped_accept_probability": shipped, "train_s": prepared["train_s"],
         "memory_limit": os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"), "runs": runs,
         "measured_on": time.strftime("%Y-%m-%d"),
     }
-    write_result(f"identity-{args.customers}", report)
+    write_result(f"identity-{args.customers}{'' if args.accounts == 1 else f'-accounts{args.accounts:g}'}", report)
 
 
 if __name__ == "__main__":

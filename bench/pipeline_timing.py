@@ -1,14 +1,15 @@
 """The nightly flow at scale against the DuckDB floor of each stage.
 
     .venv/bin/python bench/pipeline_timing.py --customers 1000000 [--days 730] [--seed 7] [--volume 2.5]
-        [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
+        [--accounts 2] [--memory-limit 2GB] [--out bench/results] [--sample-dir /var/tmp/tagwright-samples]
 
 Generates the sample into a temporary data directory (or, with --sample-dir, once into that
-folder and hard-linked from there on later runs of the same size, seed and volume: generating
-1M customers takes minutes) and holds back the marketplace's newest export.  ``--volume`` scales
-the order lines and events each person leaves (see sources/sample.py): 2.5 gives the performance
-issue's 20M order lines and 50M events at 1M customers.  Then, each in a fresh process (its own
-wall time and peak memory):
+folder and hard-linked from there on later runs of the same arguments: generating 1M customers
+takes minutes) and holds back the marketplace's newest export.  ``--volume`` scales the order
+lines and events each person leaves, ``--accounts`` the accounts each holds in a source (see
+sources/sample.py): ``--volume 2.5 --accounts 2`` gives the performance issue's 3M source
+customer records, 20M order lines and 50M events at 1M customers.  Then, each in a fresh process
+(its own wall time and peak memory):
 
 1. the full nightly through the real Prefect flow, as of the day before the end: in local mode
    (Prefect starts its temporary server), or against the Prefect server PREFECT_API_URL names,
@@ -24,7 +25,7 @@ is recorded as ``inbox_read_s``.
 Per stage: wall and CPU seconds (process CPU, all threads), rows, floor seconds and our time
 over the floor; per run: Prefect's share (flow wall time not spent in a stage, including, in
 local mode, the start of Prefect's temporary server), peak RSS.  Writes
-<out>/pipeline-<customers>[-volume<volume>].json (with -prefect-server against a running
+<out>/pipeline-<customers>[-volume<volume>][-accounts<accounts>].json (with -prefect-server against a running
 server) with the machine it ran on.  A measurement, not a test.
 """
 
@@ -38,28 +39,32 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from common import LOCAL_PREFECT, in_fresh_process, machine, peak_rss_mib, scratch_data_dir, write_result
+from common import (LOCAL_PREFECT, in_fresh_process, machine, one_or_more, peak_rss_mib, positive, scratch_data_dir,
+                    write_result)
 
 AS_OF = date(2026, 11, 21)
 
 
-def _generate(inbox: Path, customers: int, days: int, seed: int, volume: float) -> dict:
+def _generate(inbox: Path, customers: int, days: int, seed: int, volume: float, accounts: float) -> dict:
     from sources.sample import generate
 
     started = time.perf_counter()
-    sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF, volume=volume)
+    sample = generate(inbox, customers=customers, days=days, seed=seed, end_date=AS_OF, volume=volume,
+                      accounts=accounts)
     return {"sample": sample, "seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib()}
 
 
-def sample(inbox: Path, customers: int, days: int, seed: int, sample_dir: Path | None, volume: float = 1.0) -> dict:
-    """Generate the sample into ``inbox``, or link a kept one generated with the same arguments."""
-    if sample_dir is None:
-        return in_fresh_process(_generate, inbox, customers, days, seed, volume)
-    kept = sample_dir / f"customers{customers}-days{days}-seed{seed}{volume_suffix(volume)}"
+def sample(inbox: Path, args) -> dict:
+    """Generate the sample of ``args`` (see :func:`sample_arguments`) into ``inbox``, or link a
+    kept one generated with the same arguments."""
+    arguments = (args.customers, args.days, args.seed, args.volume, args.accounts)
+    if args.sample_dir is None:
+        return in_fresh_process(_generate, inbox, *arguments)
+    kept = args.sample_dir / f"customers{args.customers}-days{args.days}-seed{args.seed}{shape_suffix(args)}"
     described = kept / "generated.json"
     if not described.exists():
         shutil.rmtree(kept, ignore_errors=True)
-        generated = in_fresh_process(_generate, kept / "inbox", customers, days, seed, volume)
+        generated = in_fresh_process(_generate, kept / "inbox", *arguments)
         described.write_text(json.dumps(generated), encoding="utf-8")
     shutil.copytree(kept / "inbox", inbox, copy_function=os.link)
     return json.loads(described.read_text(encoding="utf-8"))
@@ -105,7 +110,7 @@ def two_published_nights(prefix: str, args) -> Path:
     os.environ["TAGWRIGHT_MEMORY_LIMIT"] = args.memory_limit
     data = scratch_data_dir(prefix)
     inbox = data / "inbox"
-    sample(inbox, args.customers, args.days, args.seed, args.sample_dir, args.volume)
+    sample(inbox, args)
     held = hold_back_newest_export(inbox, data.parent / "held")
     published_nightly(AS_OF - timedelta(days=1))
     deliver_held_back(held, inbox)
@@ -151,16 +156,10 @@ def _run_summary(run: dict, floor: dict | None = None) -> dict:
             "status": run["status"], "peak_rss_mib": run["peak_rss_mib"]}
 
 
-def volume_suffix(volume: float) -> str:
-    """How a sample's or result's name says its volume: nothing for the usual 1."""
-    return "" if volume == 1 else f"-volume{volume:g}"
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
+def shape_suffix(args) -> str:
+    """How a sample's or result's name says its volume and accounts: nothing for the usual 1."""
+    return "".join(f"-{name}{value:g}" for name, value in (("volume", args.volume), ("accounts", args.accounts))
+                   if value != 1)
 
 
 def sample_arguments(description: str) -> argparse.ArgumentParser:
@@ -169,9 +168,12 @@ def sample_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--volume", type=_positive, default=1.0,
+    parser.add_argument("--volume", type=positive, default=1.0,
                         help="order lines and events per person, times the sample's usual (2.5: the performance "
                              "issue's volumes at 1M customers)")
+    parser.add_argument("--accounts", type=one_or_more, default=1.0,
+                        help="accounts a person holds in each source they use, on average (2: the performance "
+                             "issue's 3M source customer records at 1M customers)")
     parser.add_argument("--memory-limit", default=os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"),
                         help="DuckDB memory limit of the runs and of any floor (TAGWRIGHT_MEMORY_LIMIT)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default bench/results)")
@@ -186,7 +188,7 @@ def main() -> None:
     data = scratch_data_dir("tagwright-bench-")
     inbox = data / "inbox"
 
-    generated = sample(inbox, args.customers, args.days, args.seed, args.sample_dir, args.volume)
+    generated = sample(inbox, args)
     held = hold_back_newest_export(inbox, data.parent / "held")
     full_day = AS_OF - timedelta(days=1)
     inbox_read_s = read_inbox(inbox)
@@ -202,7 +204,7 @@ def main() -> None:
     guarded = sum(s["wall_s"] for n, s in full_run["stages"].items() if n not in ("validate", "core_checks"))
     report = {
         "customers": args.customers, "days": args.days, "seed": args.seed, "volume": args.volume,
-        "memory_limit": args.memory_limit,
+        "accounts": args.accounts, "memory_limit": args.memory_limit,
         "sample": generated["sample"], "generate_s": generated["seconds"], "generate_peak_rss_mib": generated["peak_rss_mib"],
         "inbox_read_s": inbox_read_s,
         "full": full_run,
@@ -216,7 +218,7 @@ def main() -> None:
         "machine": machine(), "measured_on": time.strftime("%Y-%m-%d"),
     }
     server = "" if report["prefect_api"] == LOCAL_PREFECT else "-prefect-server"
-    write_result(f"pipeline-{args.customers}{volume_suffix(args.volume)}{server}", report, args.out)
+    write_result(f"pipeline-{args.customers}{shape_suffix(args)}{server}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

@@ -44,14 +44,14 @@ def _prefect_share(report: dict, run: dict) -> str:
 
 
 def _size(report: dict) -> str:
-    """The customers generated, and the volume when it is not the usual (see sources/sample.py)."""
-    volume = report.get("volume", 1)
-    return f"{report['customers']:,}" + ("" if volume == 1 else f" (volume {volume:g})")
+    """The customers generated, and the volume and accounts when not the usual (see sources/sample.py)."""
+    shape = [f"{name} {report.get(name, 1):g}" for name in ("volume", "accounts") if report.get(name, 1) != 1]
+    return f"{report['customers']:,}" + (f" ({', '.join(shape)})" if shape else "")
 
 
 def table() -> str:
-    results = _results("pipeline", key=lambda r: (r["customers"], r.get("volume", 1), not _local_prefect(r),
-                                                  r["measured_on"]))
+    results = _results("pipeline", key=lambda r: (r["customers"], r.get("volume", 1), r.get("accounts", 1),
+                                                  not _local_prefect(r), r["measured_on"]))
     machine = results[-1]["machine"]
     lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
              f"{machine['python']}, {machine['platform']}.", "",

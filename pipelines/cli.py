@@ -62,13 +62,16 @@ def sample(customers: int = typer.Option(2000, help="people to simulate"),
            end_date: str = typer.Option(None, help="last day of history, YYYY-MM-DD (default: yesterday)"),
            out: Path = typer.Option(Path("data/inbox"), help="inbox folder to write the exports into"),
            volume: float = typer.Option(1.0, min=0.01, help="order lines and events per person, times the usual "
-                                                             "(2.5 at 1M customers: 20M lines, 50M events)")) -> None:
+                                                             "(2.5 at 1M customers: 20M lines, 50M events)"),
+           accounts: float = typer.Option(1.0, min=1, help="accounts a person holds in each source they use, on "
+                                                           "average (2 at 1M customers: 3.1M source records)")) -> None:
     """Generate realistic sample exports for the web, store and marketplace sources."""
     from sources.sample import generate
 
     end = date.fromisoformat(end_date) if end_date else None
     with console.status("generating sample exports"):
-        summary = generate(out, customers=customers, days=days, seed=seed, end_date=end, volume=volume)
+        summary = generate(out, customers=customers, days=days, seed=seed, end_date=end, volume=volume,
+                           accounts=accounts)
     console.print(_table(f"sample exports in {out}", ["what", "count"], list(summary.items())))
 
 

@@ -1,7 +1,7 @@
 """Deterministic sample exports for the three built-in sources, with the traps of real data.
 
-``generate(out, customers, days, seed, end_date, volume)`` writes, for one seed, end date and
-volume, always the same bytes:
+``generate(out, customers, days, seed, end_date, volume, accounts)`` writes, for the same
+arguments, always the same bytes:
 
 - ``web/``: ``users.jsonl`` (registrations, emails with case/whitespace noise, a few repeated
   rows), ``events.jsonl`` (page_view, search, add_to_cart, login; UTC ISO), ``orders.jsonl``;
@@ -29,7 +29,17 @@ volume 1, 4.5 at volume 2.5).  Who is a web, store or marketplace customer, orde
 and the profiles do not change (the CRM exports, drawn last, pick about as many other people), so
 neither does the number of source customer records.  At 1M customers volume 1 gives about 1.65M
 source customer records, 9M order lines and 23M events; volume 2.5 about 20M order lines and
-52M events, the performance issue's volumes but for its 3M source records.
+52M events.
+
+``accounts`` (default 1) is how many accounts a person holds, on average, in each of the web,
+store and marketplace sources they use: above 1, a person has one account plus a Poisson draw of
+``accounts - 1`` more (at most ``MAX_ACCOUNTS`` in all), as people re-register with another
+email, enrol again for a new card or buy under a second marketplace nickname.  The extra
+accounts are drawn from a stream of their own, so the people, their orders, lines and events
+are those of the same sample with one account each, spread over more ids (round-robin), and the
+ground truth names every account's person.  At 1M customers ``accounts=2`` gives about 3.1M
+source customer records: with ``volume=2.5``, the performance issue's 3M records, 20M order
+lines and 50M events.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ MOBILE_PREFIXES = ["130", "131", "132", "135", "136", "137", "138", "139", "150"
                    "157", "158", "159", "186", "187", "188", "189"]
 PLACEHOLDER_PHONE = "13800000000"
 PLACEHOLDER_EMAIL = "test@test.com"
+MAX_ACCOUNTS = 7  # a person's accounts in one source: store cards take the 6 numbers after the first
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 # Behaviour profiles: share of people, orders (min, max), last order age window in days.
@@ -97,13 +108,22 @@ class Person:
 
 
 class _Gen:
-    def __init__(self, seed: int, end: date, days: int, volume: float = 1.0) -> None:
+    def __init__(self, seed: int | list[int], end: date, days: int, volume: float = 1.0, accounts: float = 1.0) -> None:
         self.rng = np.random.default_rng(seed)
         self.end = end
         self.days = days
         self.volume = volume
+        self.accounts = accounts
         self.end_dt = datetime.combine(end, datetime.min.time(), SHANGHAI) + timedelta(hours=21)
         self.used_phones: set[str] = {PLACEHOLDER_PHONE}
+        # The extra accounts' own stream: drawing them leaves every other draw as it was.
+        self.extra = _Gen([seed, 1], end, days, volume) if accounts > 1 else None
+
+    def accounts_of(self, person: Person) -> int:
+        """How many accounts ``person`` holds in one source (planted customers hold one)."""
+        if self.extra is None or person.planted:
+            return 1
+        return min(MAX_ACCOUNTS, 1 + int(self.extra.rng.poisson(self.accounts - 1)))
 
     def pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -224,12 +244,14 @@ def _write_csv(path: Path, header: list[str], rows: list[list], encoding: str) -
 
 
 def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
-             end_date: date | None = None, volume: float = 1.0) -> dict:
+             end_date: date | None = None, volume: float = 1.0, accounts: float = 1.0) -> dict:
     """Write the sample exports under ``out`` and return a summary of what was written."""
     if not volume > 0:
         raise ValueError(f"volume must be above 0, not {volume}")
+    if not accounts >= 1:
+        raise ValueError(f"accounts must be 1 or more (accounts a person holds in a source), not {accounts}")
     end = end_date or (datetime.now(SHANGHAI).date() - timedelta(days=1))
-    g = _Gen(seed, end, days, volume)
+    g = _Gen(seed, end, days, volume, accounts)
     names, weights = zip(*[(k, v[0]) for k, v in PROFILES.items()])
     weights = np.array(weights) / sum(weights)
     n_regular = max(customers - 5, 0)
@@ -255,7 +277,7 @@ def generate(out: Path, customers: int = 2000, days: int = 730, seed: int = 7,
     plant_info = {role: {"person_id": p.pid, "profile": p.profile, "sources": sorted(p.sources),
                          "orders": len(p.order_times)} for role, p in planted}
     (out / "planted.json").write_text(json.dumps(plant_info, ensure_ascii=False, indent=2), encoding="utf-8")
-    return {"end_date": end.isoformat(), "people": len(people), **counts}
+    return {"end_date": end.isoformat(), "people": len(people), "source_customer_records": len(truth), **counts}
 
 
 def _channel_orders(g: _Gen, person: Person, channel: str) -> list[datetime]:
@@ -279,7 +301,8 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         if "web" not in p.sources:
             continue
         uid = f"U{p.pid[1:]}"
-        truth.append(("web", uid, p.pid))
+        uids = [uid] + [f"{uid}-{j}" for j in range(2, g.accounts_of(p) + 1)]
+        truth.extend(("web", u, p.pid) for u in uids)
         email = _noisy_email(g, p.email)
         if not p.planted and g.rng.random() < 0.01:
             email = PLACEHOLDER_EMAIL
@@ -296,21 +319,22 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         users.append(user)
         if g.rng.random() < 0.03:  # the same user exported again after a profile update
             users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
-        for day in p.active_days:
+        users += [_another_web_account(g.extra, p, u, j) for j, u in enumerate(uids[1:], start=2)]
+        for k, day in enumerate(p.active_days):
             session = f"S{events:08d}"
             for _ in range(g.how_many(3)):
                 t = datetime(day.year, day.month, day.day, int(g.rng.integers(8, 23)), int(g.rng.integers(60)),
                              tzinfo=SHANGHAI)
-                event({"event_id": f"E{events:08d}", "user_id": uid, "anonymous_id": None,
+                event({"event_id": f"E{events:08d}", "user_id": uids[k % len(uids)], "anonymous_id": None,
                        "type": g.pick(["page_view", "page_view", "search", "add_to_cart", "login"]),
                        "ts": _iso_utc(t), "session_id": session})
-        for t in _channel_orders(g, p, "web"):
+        for k, t in enumerate(_channel_orders(g, p, "web")):
             lines = _lines(g, p.profile == "lapsed")
             status = "paid" if g.rng.random() < 0.9 else g.pick(["refunded", "cancelled"])
             total = round(sum(q * pr for *_, q, pr in lines), 2)
             if not p.planted and len(orders) % 487 == 486:
                 total = -total  # a refund booked as a negative order: validation must set it aside
-            orders.append({"order_id": f"W{len(orders):07d}", "user_id": uid, "created_at": _iso_utc(t),
+            orders.append({"order_id": f"W{len(orders):07d}", "user_id": uids[k % len(uids)], "created_at": _iso_utc(t),
                            "total": total, "currency": "CNY",
                            "status": status,
                            "items": [{"sku": s, "category": c, "qty": q, "price": pr} for s, _, c, q, pr in lines]})
@@ -326,20 +350,39 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
     return {"web_users": len(users), "web_events": events, "web_orders": len(orders)}
 
 
+def _another_web_account(extra: _Gen, p: Person, uid: str, j: int) -> dict:
+    """A person's ``j``-th web account: registered again with another mailbox, no member card."""
+    local, domain = p.email.split("@")
+    registered = _iso_utc(p.registered + timedelta(hours=j))
+    return {"user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{DOMAINS[(DOMAINS.index(domain) + j) % len(DOMAINS)]}"),
+            "mobile": p.phone if extra.rng.random() < 0.7 else None,
+            "real_name": p.name if extra.rng.random() < 0.75 else None, "member_card": None,
+            "nickname": f"nick_{uid.lower()}", "gender": p.gender, "birthday": p.birth.isoformat(),
+            "province": p.province, "city": p.city, "registered_at": registered,
+            "email_opt_in": bool(extra.rng.random() < 0.6), "updated_at": registered}
+
+
 def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
     members, lines_out = [], []
     receipt = 0
     for p in people:
         if "store" not in p.sources:
             continue
-        card = p.card
-        truth.append(("store", card, p.pid))
+        first = int(p.pid[1:]) * 7 + 100000  # p.card's number; the 6 after it are free for more cards
+        cards = [p.card] + [f"M{first + j - 1:08d}" for j in range(2, g.accounts_of(p) + 1)]
+        truth.extend(("store", c, p.pid) for c in cards)
         placeholder = not p.planted and g.rng.random() < 0.01
         phone = p.household_phone or (PLACEHOLDER_PHONE if placeholder else p.phone)
-        members.append([card, p.name, _mixed_phone(g, phone), "男" if p.gender == "M" else "女",
+        members.append([p.card, p.name, _mixed_phone(g, phone), "男" if p.gender == "M" else "女",
                         p.birth.strftime("%Y/%m/%d"), p.province, p.city,
                         p.registered.strftime("%Y-%m-%d %H:%M:%S"), "是" if g.rng.random() < 0.5 else "否"])
-        for t in _channel_orders(g, p, "store"):
+        for j, card in enumerate(cards[1:], start=2):  # enrolled again, at another store
+            members.append([card, p.name, _mixed_phone(g.extra, phone), "男" if p.gender == "M" else "女",
+                            p.birth.strftime("%Y/%m/%d"), p.province, p.city,
+                            (p.registered + timedelta(days=j)).strftime("%Y-%m-%d %H:%M:%S"),
+                            "是" if g.extra.rng.random() < 0.5 else "否"])
+        for k, t in enumerate(_channel_orders(g, p, "store")):
+            card = cards[k % len(cards)]
             receipt += 1
             kind = "退货" if g.rng.random() < 0.03 else "销售"
             stamp = t.strftime("%Y/%m/%d %H:%M")
@@ -369,18 +412,19 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
         if "marketplace" not in p.sources:
             continue
         nick = f"tb_{p.pid[1:]}_{g.pick(['xiao', 'da', 'happy', 'cat'])}"
-        truth.append(("marketplace", nick, p.pid))
+        nicks = [nick] + [f"{nick}{j}" for j in range(2, g.accounts_of(p) + 1)]
+        truth.extend(("marketplace", n, p.pid) for n in nicks)
         phone = p.household_phone or p.phone
         masked = f"{phone[:3]}****{phone[-4:]}"
         # Some buyers type their name in traditional characters (陳麗華 for 陈丽华).
         receiver = _TRADITIONAL.convert(p.name) if not p.planted and int(p.pid[1:]) % 9 == 4 else p.name
-        for t in _channel_orders(g, p, "marketplace"):
+        for k, t in enumerate(_channel_orders(g, p, "marketplace")):
             n_orders += 1
             lines = _lines(g, p.profile == "lapsed")
             total = round(sum(q * pr for *_, q, pr in lines), 2)
             status = "交易成功" if g.rng.random() < 0.9 else g.pick(["已退款", "交易关闭"])
             for no, (sku, c, _, q, price) in enumerate(lines, start=1):
-                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nick, receiver, masked, p.province,
+                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nicks[k % len(nicks)], receiver, masked, p.province,
                              p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
     _write_store_pickups(g, folder.parent / "store", people, rows)

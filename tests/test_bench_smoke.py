@@ -19,10 +19,11 @@ STAGES = ["land", "validate", "stage", "resolve_identities", "features", "tags",
 def test_the_pipeline_benchmark_runs_on_a_tiny_sample(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path), "TAGWRIGHT_PII_KEY": "bench-key"}
     subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_timing.py"), "--customers", "300", "--days", "120",
-                    "--volume", "2", "--memory-limit", "1GB", "--out", str(tmp_path)],
+                    "--volume", "2", "--accounts", "2", "--memory-limit", "1GB", "--out", str(tmp_path)],
                    check=True, env=env, cwd=ROOT, timeout=600)
-    report = json.loads((tmp_path / "pipeline-300-volume2.json").read_text())
-    assert report["volume"] == 2
+    report = json.loads((tmp_path / "pipeline-300-volume2-accounts2.json").read_text())
+    assert report["volume"] == 2 and report["accounts"] == 2
+    assert report["sample"]["source_customer_records"] > 1.7 * report["sample"]["people"]
     assert report["inbox_read_s"] >= 0  # the inbox was read once before the timed runs
     assert report["full"]["status"] == "success" and report["incremental"]["status"] == "success"
     for stage in STAGES:

@@ -49,6 +49,38 @@ def test_volume_scales_the_lines_and_events_of_the_same_people(tmp_path):
     assert 1.8 < per_session < 2.2 and 4.1 < per_session_more < 4.9 and events_more > 2 * events
 
 
+def test_accounts_spread_the_same_people_and_orders_over_more_source_records(tmp_path):
+    import pytest
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    arguments = dict(customers=400, days=200, seed=5, end_date=date(2026, 1, 31))
+    usual = generate(one, **arguments)
+    more = generate(two, **arguments, accounts=2)
+
+    def truth(folder):
+        return [(t["source"], t["source_customer_id"], t["person_id"])
+                for t in csv.DictReader((folder / "ground_truth.csv").read_text().splitlines())]
+
+    assert {(s, p) for s, _, p in truth(one)} == {(s, p) for s, _, p in truth(two)}  # the same people, sources
+    assert usual["source_customer_records"] == len(truth(one))
+    assert 1.7 * usual["source_customer_records"] < more["source_customer_records"] == len(truth(two))
+    for key in ("web_events", "web_orders", "store_pos_lines", "marketplace_rows", "zoho_contacts", "fxiaoke_customers"):
+        assert more[key] == usual[key], key  # the same orders, lines and events, under more ids
+
+    person_of = {(s, i): p for s, i, p in truth(two)}
+    orders = [json.loads(line) for line in (two / "web" / "orders.jsonl").read_text().splitlines()]
+    owners = {o["user_id"] for o in orders}
+    assert any("-" in u for u in owners)  # orders placed from a second account
+    usual_orders = [json.loads(line) for line in (one / "web" / "orders.jsonl").read_text().splitlines()]
+    assert [person_of[("web", o["user_id"])] for o in orders] == \
+        ["P" + o["user_id"][1:] for o in usual_orders]  # each order still its person's
+    for role in json.loads((two / "planted.json").read_text()).values():  # tests rely on their ids
+        assert sorted(s for s, _, p in truth(two) if p == role["person_id"]) == role["sources"]  # one account a source
+
+    with pytest.raises(ValueError, match="accounts must be 1 or more"):
+        generate(tmp_path / "none", **arguments, accounts=0.5)
+
+
 def test_store_exports_are_gbk_with_chinese_headers_and_mixed_phone_formats(sample_inbox):
     raw = (sample_inbox / "store" / "pos_transactions.csv").read_bytes()
     try:
