@@ -14,10 +14,12 @@ Deterministic stitching on normalised identifiers (DESIGN.md, Identity):
 | model | a trained splink model (``warehouse/identity_model.py``) scores the pair at least ``accept_probability`` and it agrees on a name, birth date, phone or email local part |
 
 Blocklisted placeholder values never link, and an identifier shared by more than
-``max_records_per_identifier`` source customers stops linking.  The kinds are applied in the
-order of the table; a merge that would give one customer more than
-``max_member_ids_per_customer`` member ids or ``max_cluster_size`` records is not made.  Scored
-pairs left apart and links a limit stopped go to ``identity.review``.  Connected components
+``max_records_per_identifier`` source customers stops linking.  Each record links to the first
+record sharing its value.  The kinds are applied in the order of the table; where a kind would
+give one customer more than ``max_member_ids_per_customer`` member ids or ``max_cluster_size``
+records, it merges only what is unambiguous: the customers holding a member id stay apart, and
+those holding none join the one member's customer they link to (or each other).  Scored pairs
+left apart and links a limit stopped go to ``identity.review``.  Connected components
 are computed set-based by iterated min-label propagation in SQL (a loop over iterations, not
 rows), per link kind on the customers so far.
 
@@ -190,9 +192,10 @@ def _components(con: duckdb.DuckDBPyConnection, edges: str, max_iterations: int 
 
 def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: IdentityResult) -> None:
     """``labels(node, label)``: each link kind in ``LINK_KINDS`` order merges the customers it
-    connects unless the merged customer would hold more than ``max_member_ids_per_customer``
-    member ids or more than ``max_cluster_size`` records; such a merge is not made and its links
-    are kept in ``rejected`` with the reason."""
+    connects.  Where the merged customer would hold more than ``max_member_ids_per_customer``
+    member ids or more than ``max_cluster_size`` records, the merge is made only as far as it is
+    unambiguous (:func:`_merge_within_limits`); the links left apart are kept in ``rejected``
+    with the reason."""
     max_members, max_size = int(config["max_member_ids_per_customer"]), int(config["max_cluster_size"])
     con.execute("""
         CREATE OR REPLACE TEMP TABLE labels AS SELECT node, node AS label FROM nodes;
@@ -208,20 +211,66 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             continue
         result.iterations += _components(con, "layer")
         con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE merged AS SELECT * FROM comp;
             CREATE OR REPLACE TEMP TABLE over_limit AS
             SELECT c.root, count(*) AS records, count(DISTINCT m.member_id) AS member_ids
-            FROM labels l JOIN comp c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node
-            GROUP BY c.root HAVING count(*) > {max_size} OR count(DISTINCT m.member_id) > {max_members};
+            FROM labels l JOIN merged c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node
+            GROUP BY c.root HAVING count(*) > {max_size} OR count(DISTINCT m.member_id) > {max_members}""")
+        result.iterations += _merge_within_limits(con, max_size)
+        left_apart = between.replace("WHERE", """
+            JOIN merged c ON c.node = la.label JOIN over_limit o ON o.root = c.root
+            JOIN within_limits wa ON wa.label = la.label JOIN within_limits wb ON wb.label = lb.label
+            WHERE wa.root <> wb.root AND""")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE relabel AS
+            SELECT node AS label, root FROM merged WHERE root NOT IN (SELECT root FROM over_limit)
+            UNION ALL
+            SELECT label, root FROM within_limits;
             INSERT INTO rejected
             SELECT l.a, l.b, l.kind, l.probability,
                    CASE WHEN o.member_ids > {max_members} THEN 'would give one customer ' || o.member_ids || ' member ids'
                         ELSE 'would give one customer ' || o.records || ' records' END
-            {between.replace('WHERE', 'JOIN comp c ON c.node = la.label JOIN over_limit o ON o.root = c.root WHERE')};
-            UPDATE labels SET label = c.root FROM comp c
-            WHERE c.node = labels.label AND c.root NOT IN (SELECT root FROM over_limit)""")
-        result.merged_by[kind] = con.execute("""SELECT count(*) FROM comp WHERE node <> root
-                                                AND root NOT IN (SELECT root FROM over_limit)""").fetchall()[0][0]
+            {left_apart};
+            UPDATE labels SET label = r.root FROM relabel r WHERE r.label = labels.label AND r.root <> r.label""")
+        result.merged_by[kind] = con.execute("SELECT count(*) FROM relabel WHERE label <> root").fetchall()[0][0]
     result.rejected_links = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
+
+
+def _merge_within_limits(con: duckdb.DuckDBPyConnection, max_size: int) -> int:
+    """``within_limits(label, root)`` for the customers of the ``over_limit`` components of this
+    kind's ``layer``: the customers holding a member id stay apart; those holding none merge with
+    each other along the layer, and such a group joins a member's customer when it links to that
+    one only (a group linked to two members' customers could be either person: it stays apart).
+    A customer that would then hold more than ``max_size`` records is not made: its memberless
+    groups stay on their own, or apart altogether if they too are too large.  Returns the
+    iterations its connected components took."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE held AS
+        SELECT c.node AS label, count(DISTINCT l.node) AS records, count(m.member_id) > 0 AS member
+        FROM merged c JOIN over_limit o USING (root) JOIN labels l ON l.label = c.node
+        LEFT JOIN node_members m ON m.node = l.node
+        GROUP BY c.node;
+        CREATE OR REPLACE TEMP TABLE memberless_layer AS
+        SELECT y.a, y.b FROM layer y JOIN held ha ON ha.label = y.a JOIN held hb ON hb.label = y.b
+        WHERE NOT ha.member AND NOT hb.member""")
+    iterations = _components(con, "memberless_layer")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE memberless AS
+        SELECT h.label, coalesce(c.root, h.label) AS grp FROM held h LEFT JOIN comp c ON c.node = h.label
+        WHERE NOT h.member;
+        CREATE OR REPLACE TEMP TABLE joins_member AS
+        SELECT g.grp, min(y.b) AS root
+        FROM memberless g JOIN layer y ON y.a = g.label JOIN held h ON h.label = y.b AND h.member
+        GROUP BY g.grp HAVING count(DISTINCT y.b) = 1;
+        CREATE OR REPLACE TEMP TABLE within_limits AS
+        WITH proposed AS (
+            SELECT h.label, h.records, coalesce(g.grp, h.label) AS grp, coalesce(j.root, g.grp, h.label) AS root
+            FROM held h LEFT JOIN memberless g USING (label) LEFT JOIN joins_member j USING (grp))
+        SELECT label, CASE WHEN sum(records) OVER (PARTITION BY root) <= {max_size} THEN root
+                           WHEN sum(records) OVER (PARTITION BY grp) <= {max_size} THEN grp
+                           ELSE label END AS root
+        FROM proposed""")
+    return iterations
 
 
 def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:

@@ -128,6 +128,31 @@ def test_a_customer_never_holds_two_member_ids(settings):
     assert [r[-1] for r in _review(settings)] == ["email link not made: would give one customer 2 member ids"]
 
 
+def test_a_person_with_two_member_cards_is_two_customers_and_their_other_accounts_join_one_only_if_unambiguous(
+        settings):
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "zw@example.com", "member_card": "M1"},
+        {"user_id": "U2", "email": "zhang.wei@example.com", "mobile": "13812345678", "real_name": "张伟"},
+        {"user_id": "U3", "email": "zhang.wei@example.com"},  # U2's mailbox, nothing else
+    ])
+    write_store_members(settings.inbox, [{"会员卡号": "M1", "姓名": "张伟", "手机号": "13812345678"},
+                                         {"会员卡号": "M2", "姓名": "张伟", "手机号": "138-1234-5678"}])  # enrolled again
+    write_marketplace_orders(settings.inbox, [{"买家昵称": "tb_zw", "收货人": "张伟", "联系电话": "138****5678"}])
+    ids = run_through_identity(settings)
+    # The phone and name link M1, M2 and U2 (with U3, by email): one customer would hold two member
+    # ids, so the cards stay apart, and U2 joins the card it links to.  (Each record links to the
+    # first record sharing its value: here M1.)  Before, none of these links was made.
+    assert ids[("web", "U1")] == ids[("store", "M1")] == ids[("web", "U2")] == ids[("web", "U3")]
+    assert ids[("store", "M2")] != ids[("store", "M1")]
+    # The marketplace buyer matches both cards' masked phone and name: either card's, so on its own.
+    assert ids[("marketplace", "tb_zw")] not in (ids[("store", "M1")], ids[("store", "M2")])
+    assert len(set(ids.values())) == 3
+    assert {(r[0], r[2], r[-1]) for r in _review(settings)} == {
+        ("store", "store", "phone+name link not made: would give one customer 2 member ids"),
+        ("store", "marketplace", "masked phone+name link not made: would give one customer 2 member ids"),
+        ("web", "marketplace", "masked phone+name link not made: would give one customer 2 member ids")}
+
+
 def test_no_customer_grows_past_max_cluster_size(settings, monkeypatch):
     import warehouse.identity as identity
 
