@@ -85,11 +85,13 @@ def identity_table() -> str:
 
     accept = yaml.safe_load((ROOT / "warehouse" / "identity.yaml").read_text(encoding="utf-8"))["model"]["accept_probability"]
     rows = []
-    for r in _results("identity"):
+    for r in _results("identity", key=lambda r: (r["customers"], r.get("accounts", 1))):
         for method, run in r["runs"].items():
             pw, bc = run["pairwise"], run["bcubed"]
             shipped = " (shipped)" if method == f"rules + model @ {accept}" else ""
-            rows.append([f"{r['people']:,}", f"{r['source_records']:,}", f"{method}{shipped}",
+            accounts = r.get("accounts", 1)
+            people = f"{r['people']:,}" + ("" if accounts == 1 else f" ({accounts:g} accounts a source)")
+            rows.append([people, f"{r['source_records']:,}", f"{method}{shipped}",
                          f"{run['resolved_customers']:,}",
                          f"{pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f}",
                          f"{bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f}", str(run["largest_cluster"]),

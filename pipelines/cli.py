@@ -64,7 +64,7 @@ def sample(customers: int = typer.Option(2000, help="people to simulate"),
            volume: float = typer.Option(1.0, min=0.01, help="order lines and events per person, times the usual "
                                                              "(2.5 at 1M customers: 20M lines, 50M events)"),
            accounts: float = typer.Option(1.0, min=1, help="accounts a person holds in each source they use, on "
-                                                           "average (2 at 1M customers: 3.1M source records)")) -> None:
+                                                           "average (2 at 1M customers: 3.4M source records)")) -> None:
     """Generate realistic sample exports for the web, store and marketplace sources."""
     from sources.sample import generate
 

@@ -37,9 +37,9 @@ store and marketplace sources they use: above 1, a person has one account plus a
 email, enrol again for a new card or buy under a second marketplace nickname.  The extra
 accounts are drawn from a stream of their own, so the people, their orders, lines and events
 are those of the same sample with one account each, spread over more ids (round-robin), and the
-ground truth names every account's person.  At 1M customers ``accounts=2`` gives about 3.1M
-source customer records: with ``volume=2.5``, the performance issue's 3M records, 20M order
-lines and 50M events.
+ground truth names every account's person.  At 1M customers ``accounts=2`` gives 3.4M source
+customer records in the ground truth (1.74M with one account each): with ``volume=2.5``, about
+the performance issue's 3M records, 20M order lines and 50M events.
 """
 
 from __future__ import annotations
