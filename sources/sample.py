@@ -334,8 +334,8 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
             total = round(sum(q * pr for *_, q, pr in lines), 2)
             if not p.planted and len(orders) % 487 == 486:
                 total = -total  # a refund booked as a negative order: validation must set it aside
-            orders.append({"order_id": f"W{len(orders):07d}", "user_id": uids[k % len(uids)], "created_at": _iso_utc(t),
-                           "total": total, "currency": "CNY",
+            orders.append({"order_id": f"W{len(orders):07d}", "user_id": uids[k % len(uids)],
+                           "created_at": _iso_utc(t), "total": total, "currency": "CNY",
                            "status": status,
                            "items": [{"sku": s, "category": c, "qty": q, "price": pr} for s, _, c, q, pr in lines]})
     for k in range(events // 20):  # anonymous browsing that links to nobody
@@ -353,8 +353,9 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
 def _another_web_account(extra: _Gen, p: Person, uid: str, j: int) -> dict:
     """A person's ``j``-th web account: registered again with another mailbox, no member card."""
     local, domain = p.email.split("@")
+    another_domain = DOMAINS[(DOMAINS.index(domain) + j) % len(DOMAINS)]
     registered = _iso_utc(p.registered + timedelta(hours=j))
-    return {"user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{DOMAINS[(DOMAINS.index(domain) + j) % len(DOMAINS)]}"),
+    return {"user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{another_domain}"),
             "mobile": p.phone if extra.rng.random() < 0.7 else None,
             "real_name": p.name if extra.rng.random() < 0.75 else None, "member_card": None,
             "nickname": f"nick_{uid.lower()}", "gender": p.gender, "birthday": p.birth.isoformat(),
@@ -424,8 +425,8 @@ def _write_marketplace(g: _Gen, folder: Path, people: list[Person], truth: list)
             total = round(sum(q * pr for *_, q, pr in lines), 2)
             status = "交易成功" if g.rng.random() < 0.9 else g.pick(["已退款", "交易关闭"])
             for no, (sku, c, _, q, price) in enumerate(lines, start=1):
-                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nicks[k % len(nicks)], receiver, masked, p.province,
-                             p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
+                rows.append([t, f"T{n_orders:09d}", f"T{n_orders:09d}-{no}", nicks[k % len(nicks)], receiver, masked,
+                             p.province, p.city, t.strftime("%Y-%m-%d %H:%M:%S"), sku, CATEGORIES[c][1], q, f"{price:.2f}",
                              f"{total:.2f}", status])
     _write_store_pickups(g, folder.parent / "store", people, rows)
     planted_names = {p.name for p in people if p.planted}

@@ -171,19 +171,19 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
     result.model_links = con.execute("SELECT count(*) FROM links WHERE kind = 'model'").fetchall()[0][0]
 
 
-def _components(con: duckdb.DuckDBPyConnection, edges: str, max_iterations: int = 100) -> int:
-    """``comp(node, root)``: the smallest node of each connected component of the symmetric edge
+def _components(con: duckdb.DuckDBPyConnection, edges: str, out: str, max_iterations: int = 100) -> int:
+    """``out(node, root)``: the smallest node of each connected component of the symmetric edge
     table ``edges(a, b)``, by iterated min-label propagation (a loop over iterations, not rows)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE comp AS SELECT DISTINCT a AS node, a AS root FROM {edges}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT DISTINCT a AS node, a AS root FROM {edges}")
     for iteration in range(1, max_iterations + 1):
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE next_comp AS
-            WITH hop AS (SELECT e.a AS node, min(c.root) AS root FROM {edges} e JOIN comp c ON c.node = e.b GROUP BY e.a)
+            WITH hop AS (SELECT e.a AS node, min(c.root) AS root FROM {edges} e JOIN {out} c ON c.node = e.b GROUP BY e.a)
             SELECT c.node, least(c.root, coalesce(h.root, c.root), j.root) AS root
-            FROM comp c LEFT JOIN hop h USING (node) JOIN comp j ON j.node = c.root""")
-        changed = con.execute("""SELECT count(*) FROM next_comp n JOIN comp c USING (node)
-                                 WHERE n.root <> c.root""").fetchall()[0][0]
-        con.execute("CREATE OR REPLACE TEMP TABLE comp AS SELECT * FROM next_comp")
+            FROM {out} c LEFT JOIN hop h USING (node) JOIN {out} j ON j.node = c.root""")
+        changed = con.execute(f"""SELECT count(*) FROM next_comp n JOIN {out} c USING (node)
+                                  WHERE n.root <> c.root""").fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM next_comp")
         if changed == 0:
             return iteration
     raise StageError("resolve_identities", f"connected components did not converge in {max_iterations} iterations",
@@ -209,9 +209,8 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             SELECT count(*) FROM layer""").fetchall()[0][0]
         if not pending:
             continue
-        result.iterations += _components(con, "layer")
+        result.iterations += _components(con, "layer", "merged")
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE merged AS SELECT * FROM comp;
             CREATE OR REPLACE TEMP TABLE over_limit AS
             SELECT c.root, count(*) AS records, count(DISTINCT m.member_id) AS member_ids
             FROM labels l JOIN merged c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node
@@ -253,10 +252,10 @@ def _merge_within_limits(con: duckdb.DuckDBPyConnection, max_size: int) -> int:
         CREATE OR REPLACE TEMP TABLE memberless_layer AS
         SELECT y.a, y.b FROM layer y JOIN held ha ON ha.label = y.a JOIN held hb ON hb.label = y.b
         WHERE NOT ha.member AND NOT hb.member""")
-    iterations = _components(con, "memberless_layer")
+    iterations = _components(con, "memberless_layer", "memberless_comp")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE memberless AS
-        SELECT h.label, coalesce(c.root, h.label) AS grp FROM held h LEFT JOIN comp c ON c.node = h.label
+        SELECT h.label, coalesce(c.root, h.label) AS grp FROM held h LEFT JOIN memberless_comp c ON c.node = h.label
         WHERE NOT h.member;
         CREATE OR REPLACE TEMP TABLE joins_member AS
         SELECT g.grp, min(y.b) AS root
