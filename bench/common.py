@@ -28,6 +28,12 @@ def one_or_more(text: str) -> float:
     return value
 
 
+def shape_suffix(volume: float = 1, accounts: float = 1) -> str:
+    """How a sample's or result's name says its volume and accounts (sources/sample.py): nothing
+    for the usual 1."""
+    return "".join(f"-{name}{value:g}" for name, value in (("volume", volume), ("accounts", accounts)) if value != 1)
+
+
 def scratch_data_dir(prefix: str) -> Path:
     """A new, empty data directory in /tmp, set as TAGWRIGHT_DATA_DIR (with a throwaway pseudonym key)."""
     data = Path(tempfile.mkdtemp(prefix=prefix)) / "data"

@@ -23,8 +23,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, write_result
-from pipeline_timing import sample_arguments, shape_suffix, two_published_nights
+from common import in_fresh_process, machine, shape_suffix, write_result
+from pipeline_timing import sample_arguments, two_published_nights
 
 RUN_TIME = "%Y%m%dT%H%M%S.%fZ"  # how GX names a result's folder under its run
 
@@ -93,7 +93,7 @@ def main() -> None:
               "accounts": args.accounts,
               "results_of_the_two_nights": sum(1 for _ in (two_nights / "validations").rglob("*.json")),
               "runs": runs, "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
-    write_result(f"data-docs-{args.customers}{shape_suffix(args)}", report, args.out)
+    write_result(f"data-docs-{args.customers}{shape_suffix(args.volume, args.accounts)}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

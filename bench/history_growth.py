@@ -23,8 +23,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import in_fresh_process, machine, write_result
-from pipeline_timing import AS_OF, nightly_run, sample_arguments, shape_suffix, two_published_nights
+from common import in_fresh_process, machine, shape_suffix, write_result
+from pipeline_timing import AS_OF, nightly_run, sample_arguments, two_published_nights
 
 REPEATED = AS_OF  # the night whose changes are repeated on earlier days
 
@@ -73,7 +73,7 @@ def main() -> None:
               "memory_limit": args.memory_limit,
               "repeated_night": REPEATED.isoformat(), "runs": runs,
               "machine": machine(), "measured_on": time.strftime("%Y-%m-%d")}
-    write_result(f"history-{args.customers}{shape_suffix(args)}", report, args.out)
+    write_result(f"history-{args.customers}{shape_suffix(args.volume, args.accounts)}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 

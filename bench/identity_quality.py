@@ -27,7 +27,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from common import in_fresh_process, one_or_more, peak_rss_mib, scratch_data_dir, write_result
+from common import in_fresh_process, one_or_more, peak_rss_mib, scratch_data_dir, shape_suffix, write_result
 
 QUALITY_SQL = """
 WITH m AS (
@@ -178,7 +178,7 @@ def main() -> None:
         "memory_limit": os.environ.get("TAGWRIGHT_MEMORY_LIMIT", "4GB"), "runs": runs,
         "measured_on": time.strftime("%Y-%m-%d"),
     }
-    write_result(f"identity-{args.customers}{'' if args.accounts == 1 else f'-accounts{args.accounts:g}'}", report)
+    write_result(f"identity-{args.customers}{shape_suffix(accounts=args.accounts)}", report)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from common import (LOCAL_PREFECT, in_fresh_process, machine, one_or_more, peak_rss_mib, positive, scratch_data_dir,
-                    write_result)
+                    shape_suffix, write_result)
 
 AS_OF = date(2026, 11, 21)
 
@@ -60,7 +60,8 @@ def sample(inbox: Path, args) -> dict:
     arguments = (args.customers, args.days, args.seed, args.volume, args.accounts)
     if args.sample_dir is None:
         return in_fresh_process(_generate, inbox, *arguments)
-    kept = args.sample_dir / f"customers{args.customers}-days{args.days}-seed{args.seed}{shape_suffix(args)}"
+    shape = shape_suffix(args.volume, args.accounts)
+    kept = args.sample_dir / f"customers{args.customers}-days{args.days}-seed{args.seed}{shape}"
     described = kept / "generated.json"
     if not described.exists():
         shutil.rmtree(kept, ignore_errors=True)
@@ -156,12 +157,6 @@ def _run_summary(run: dict, floor: dict | None = None) -> dict:
             "status": run["status"], "peak_rss_mib": run["peak_rss_mib"]}
 
 
-def shape_suffix(args) -> str:
-    """How a sample's or result's name says its volume and accounts: nothing for the usual 1."""
-    return "".join(f"-{name}{value:g}" for name, value in (("volume", args.volume), ("accounts", args.accounts))
-                   if value != 1)
-
-
 def sample_arguments(description: str) -> argparse.ArgumentParser:
     """The options every benchmark on the sample takes: its size, the memory limit, where to write."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,7 +213,7 @@ def main() -> None:
         "machine": machine(), "measured_on": time.strftime("%Y-%m-%d"),
     }
     server = "" if report["prefect_api"] == LOCAL_PREFECT else "-prefect-server"
-    write_result(f"pipeline-{args.customers}{shape_suffix(args)}{server}", report, args.out)
+    write_result(f"pipeline-{args.customers}{shape_suffix(args.volume, args.accounts)}{server}", report, args.out)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 
