@@ -211,10 +211,12 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             continue
         result.iterations += _components(con, "layer", "merged")
         con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE linked AS  -- the records of the customers this kind links
+            SELECT c.root, l.label, m.member_id
+            FROM labels l JOIN merged c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node;
             CREATE OR REPLACE TEMP TABLE over_limit AS
-            SELECT c.root, count(*) AS records, count(DISTINCT m.member_id) AS member_ids
-            FROM labels l JOIN merged c ON c.node = l.label LEFT JOIN node_members m ON m.node = l.node
-            GROUP BY c.root HAVING count(*) > {max_size} OR count(DISTINCT m.member_id) > {max_members}""")
+            SELECT root, count(*) AS records, count(DISTINCT member_id) AS member_ids FROM linked
+            GROUP BY root HAVING count(*) > {max_size} OR count(DISTINCT member_id) > {max_members}""")
         result.iterations += _merge_within_limits(con, max_size)
         left_apart = between.replace("WHERE", """
             JOIN merged c ON c.node = la.label JOIN over_limit o ON o.root = c.root
@@ -245,10 +247,8 @@ def _merge_within_limits(con: duckdb.DuckDBPyConnection, max_size: int) -> int:
     iterations its connected components took."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE held AS
-        SELECT c.node AS label, count(DISTINCT l.node) AS records, count(m.member_id) > 0 AS member
-        FROM merged c JOIN over_limit o USING (root) JOIN labels l ON l.label = c.node
-        LEFT JOIN node_members m ON m.node = l.node
-        GROUP BY c.node;
+        SELECT label, count(*) AS records, count(member_id) > 0 AS member FROM linked SEMI JOIN over_limit USING (root)
+        GROUP BY label;
         CREATE OR REPLACE TEMP TABLE memberless_layer AS
         SELECT y.a, y.b FROM layer y JOIN held ha ON ha.label = y.a JOIN held hb ON hb.label = y.b
         WHERE NOT ha.member AND NOT hb.member""")
