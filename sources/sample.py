@@ -319,7 +319,7 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         users.append(user)
         if g.rng.random() < 0.03:  # the same user exported again after a profile update
             users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
-        users += [_another_web_account(g.extra, p, u, j) for j, u in enumerate(uids[1:], start=2)]
+        users += [_another_web_account(g.extra, user, p, j) for j in range(2, len(uids) + 1)]
         for k, day in enumerate(p.active_days):
             session = f"S{events:08d}"
             for _ in range(g.how_many(3)):
@@ -350,17 +350,23 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
     return {"web_users": len(users), "web_events": events, "web_orders": len(orders)}
 
 
-def _another_web_account(extra: _Gen, p: Person, uid: str, j: int) -> dict:
-    """A person's ``j``-th web account: registered again with another mailbox, no member card."""
+def _another_web_account(extra: _Gen, first: dict, p: Person, j: int) -> dict:
+    """A person's ``j``-th web account, next to the ``first``: registered again with another
+    mailbox, no member card."""
     local, domain = p.email.split("@")
     another_domain = DOMAINS[(DOMAINS.index(domain) + j) % len(DOMAINS)]
-    registered = _iso_utc(p.registered + timedelta(hours=j))
-    return {"user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{another_domain}"),
+    uid, registered = f"{first['user_id']}-{j}", _iso_utc(p.registered + timedelta(hours=j))
+    return {**first, "user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{another_domain}"),
             "mobile": p.phone if extra.rng.random() < 0.7 else None,
             "real_name": p.name if extra.rng.random() < 0.75 else None, "member_card": None,
-            "nickname": f"nick_{uid.lower()}", "gender": p.gender, "birthday": p.birth.isoformat(),
-            "province": p.province, "city": p.city, "registered_at": registered,
+            "nickname": f"nick_{uid.lower()}", "registered_at": registered,
             "email_opt_in": bool(extra.rng.random() < 0.6), "updated_at": registered}
+
+
+def _member(g: _Gen, p: Person, card: str, phone: str, registered: datetime) -> list:
+    """A row of the store's member export: ``p`` enrolled with ``card``."""
+    return [card, p.name, _mixed_phone(g, phone), "男" if p.gender == "M" else "女", p.birth.strftime("%Y/%m/%d"),
+            p.province, p.city, registered.strftime("%Y-%m-%d %H:%M:%S"), "是" if g.rng.random() < 0.5 else "否"]
 
 
 def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict:
@@ -374,14 +380,9 @@ def _write_store(g: _Gen, folder: Path, people: list[Person], truth: list) -> di
         truth.extend(("store", c, p.pid) for c in cards)
         placeholder = not p.planted and g.rng.random() < 0.01
         phone = p.household_phone or (PLACEHOLDER_PHONE if placeholder else p.phone)
-        members.append([p.card, p.name, _mixed_phone(g, phone), "男" if p.gender == "M" else "女",
-                        p.birth.strftime("%Y/%m/%d"), p.province, p.city,
-                        p.registered.strftime("%Y-%m-%d %H:%M:%S"), "是" if g.rng.random() < 0.5 else "否"])
-        for j, card in enumerate(cards[1:], start=2):  # enrolled again, at another store
-            members.append([card, p.name, _mixed_phone(g.extra, phone), "男" if p.gender == "M" else "女",
-                            p.birth.strftime("%Y/%m/%d"), p.province, p.city,
-                            (p.registered + timedelta(days=j)).strftime("%Y-%m-%d %H:%M:%S"),
-                            "是" if g.extra.rng.random() < 0.5 else "否"])
+        members.append(_member(g, p, p.card, phone, p.registered))
+        members += [_member(g.extra, p, card, phone, p.registered + timedelta(days=j))  # enrolled again elsewhere
+                    for j, card in enumerate(cards[1:], start=2)]
         for k, t in enumerate(_channel_orders(g, p, "store")):
             card = cards[k % len(cards)]
             receipt += 1

@@ -7,6 +7,8 @@ import hashlib
 import json
 from datetime import date
 
+import pytest
+
 from sources.sample import PLACEHOLDER_PHONE, generate
 
 
@@ -50,8 +52,6 @@ def test_volume_scales_the_lines_and_events_of_the_same_people(tmp_path):
 
 
 def test_accounts_spread_the_same_people_and_orders_over_more_source_records(tmp_path):
-    import pytest
-
     one, two = tmp_path / "one", tmp_path / "two"
     arguments = dict(customers=400, days=200, seed=5, end_date=date(2026, 1, 31))
     usual = generate(one, **arguments)
