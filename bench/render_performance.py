@@ -43,10 +43,11 @@ def _prefect_share(report: dict, run: dict) -> str:
     return f"{100 * run['prefect_share']:.1f}%" + ("" if _local_prefect(report) else " (Prefect server)")
 
 
-def _size(report: dict) -> str:
-    """The customers generated, and the volume and accounts when not the usual (see sources/sample.py)."""
+def _size(report: dict, of: str = "customers") -> str:
+    """How many ``of`` (the customers generated, or another count), and the volume and accounts
+    when not the usual (see sources/sample.py)."""
     shape = [f"{name} {report.get(name, 1):g}" for name in ("volume", "accounts") if report.get(name, 1) != 1]
-    return f"{report['customers']:,}" + (f" ({', '.join(shape)})" if shape else "")
+    return f"{report[of]:,}" + (f" ({', '.join(shape)})" if shape else "")
 
 
 def table() -> str:
@@ -89,9 +90,7 @@ def identity_table() -> str:
         for method, run in r["runs"].items():
             pw, bc = run["pairwise"], run["bcubed"]
             shipped = " (shipped)" if method == f"rules + model @ {accept}" else ""
-            accounts = r.get("accounts", 1)
-            people = f"{r['people']:,}" + ("" if accounts == 1 else f" ({accounts:g} accounts a source)")
-            rows.append([people, f"{r['source_records']:,}", f"{method}{shipped}",
+            rows.append([_size(r, "people"), f"{r['source_records']:,}", f"{method}{shipped}",
                          f"{run['resolved_customers']:,}",
                          f"{pw['precision']:.4f} / {pw['recall']:.4f} / {pw['f1']:.4f}",
                          f"{bc['precision']:.4f} / {bc['recall']:.4f} / {bc['f1']:.4f}", str(run["largest_cluster"]),
