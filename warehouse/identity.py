@@ -174,16 +174,17 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
 def _components(con: duckdb.DuckDBPyConnection, edges: str, out: str, max_iterations: int = 100) -> int:
     """``out(node, root)``: the smallest node of each connected component of the symmetric edge
     table ``edges(a, b)``, by iterated min-label propagation (a loop over iterations, not rows)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT DISTINCT a AS node, a AS root FROM {edges}")
+    # Each node starts from the smallest of itself and its neighbours (the first hop).
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {out} AS
+                    SELECT a AS node, least(a, min(b)) AS root FROM {edges} GROUP BY a""")
     for iteration in range(1, max_iterations + 1):
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE next_comp AS
             WITH hop AS (SELECT e.a AS node, min(c.root) AS root FROM {edges} e JOIN {out} c ON c.node = e.b GROUP BY e.a)
-            SELECT c.node, least(c.root, coalesce(h.root, c.root), j.root) AS root
-            FROM {out} c LEFT JOIN hop h USING (node) JOIN {out} j ON j.node = c.root""")
-        changed = con.execute(f"""SELECT count(*) FROM next_comp n JOIN {out} c USING (node)
-                                  WHERE n.root <> c.root""").fetchall()[0][0]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM next_comp")
+            SELECT c.node, least(c.root, h.root, j.root) AS root, c.root AS was
+            FROM {out} c JOIN hop h USING (node) JOIN {out} j ON j.node = c.root""")
+        changed = con.execute("SELECT count(*) FROM next_comp WHERE root <> was").fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT node, root FROM next_comp")
         if changed == 0:
             return iteration
     raise StageError("resolve_identities", f"connected components did not converge in {max_iterations} iterations",
@@ -201,10 +202,12 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
         CREATE OR REPLACE TEMP TABLE labels AS SELECT node, node AS label FROM nodes;
         CREATE OR REPLACE TEMP TABLE rejected (a BIGINT, b BIGINT, kind VARCHAR, probability DOUBLE, reason VARCHAR)""")
     for kind in LINK_KINDS:
-        between = f"""FROM links l JOIN labels la ON la.node = l.a JOIN labels lb ON lb.node = l.b
-                      WHERE l.kind = {dialect.quote(kind)} AND la.label <> lb.label"""
         pending = con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE layer AS SELECT DISTINCT la.label AS a, lb.label AS b {between};
+            CREATE OR REPLACE TEMP TABLE crossing AS  -- this kind's links between customers so far
+            SELECT l.a, l.b, l.probability, la.label AS label_a, lb.label AS label_b
+            FROM links l JOIN labels la ON la.node = l.a JOIN labels lb ON lb.node = l.b
+            WHERE l.kind = {dialect.quote(kind)} AND la.label <> lb.label;
+            CREATE OR REPLACE TEMP TABLE layer AS SELECT DISTINCT label_a AS a, label_b AS b FROM crossing;
             INSERT INTO layer SELECT b, a FROM layer;
             SELECT count(*) FROM layer""").fetchall()[0][0]
         if not pending:
@@ -218,20 +221,18 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             SELECT root, count(*) AS records, count(DISTINCT member_id) AS member_ids FROM linked
             GROUP BY root HAVING count(*) > {max_size} OR count(DISTINCT member_id) > {max_members}""")
         result.iterations += _merge_within_limits(con, max_size)
-        left_apart = between.replace("WHERE", """
-            JOIN merged c ON c.node = la.label JOIN over_limit o ON o.root = c.root
-            JOIN within_limits wa ON wa.label = la.label JOIN within_limits wb ON wb.label = lb.label
-            WHERE wa.root <> wb.root AND""")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE relabel AS
             SELECT node AS label, root FROM merged WHERE root NOT IN (SELECT root FROM over_limit)
             UNION ALL
             SELECT label, root FROM within_limits;
             INSERT INTO rejected
-            SELECT l.a, l.b, l.kind, l.probability,
+            SELECT x.a, x.b, {dialect.quote(kind)}, x.probability,
                    CASE WHEN o.member_ids > {max_members} THEN 'would give one customer ' || o.member_ids || ' member ids'
                         ELSE 'would give one customer ' || o.records || ' records' END
-            {left_apart};
+            FROM crossing x JOIN within_limits wa ON wa.label = x.label_a JOIN within_limits wb ON wb.label = x.label_b
+            JOIN merged c ON c.node = x.label_a JOIN over_limit o ON o.root = c.root
+            WHERE wa.root <> wb.root;
             UPDATE labels SET label = r.root FROM relabel r WHERE r.label = labels.label AND r.root <> r.label""")
         result.merged_by[kind] = con.execute("SELECT count(*) FROM relabel WHERE label <> root").fetchall()[0][0]
     result.rejected_links = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
@@ -352,10 +353,12 @@ def _golden_sql(config: dict, customers: str | None = None) -> str:
     # a plain aggregate (first(... ORDER BY ...) sorted every customer's records once per field).
     # source_customer_id, then the source, break ties.
     picks = ",\n".join(f"arg_min({f}, pick_order) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in fields)
+    # A customer of one source record (most of them) takes it as it is: no ordering, no aggregate.
     return f"""
         WITH ranked AS (
             SELECT m.customer_id, m.source AS node_source, r.* EXCLUDE (source, source_customer_id),
-                   m.source_customer_id, coalesce(p.rank, 99) AS rank
+                   m.source_customer_id, coalesce(p.rank, 99) AS rank,
+                   count(*) OVER (PARTITION BY m.customer_id) AS records
             FROM identity.node_customer m {f"SEMI JOIN {customers} USING (customer_id)" if customers else ""}
             LEFT JOIN stage.customer_records r USING (source, source_customer_id)
             LEFT JOIN (VALUES {priority}) AS p(source, rank) ON p.source = m.source),
@@ -365,12 +368,15 @@ def _golden_sql(config: dict, customers: str | None = None) -> str:
                                                                         source_customer_id, node_source) AS pick_order,
                    row_number() OVER (PARTITION BY customer_id ORDER BY registered_at NULLS LAST, node_source,
                                                                         source_customer_id) AS registration_order
-            FROM ranked)
+            FROM ranked WHERE records > 1)
         SELECT customer_id, {picks},
                min(registered_at) AS first_registered_at,
                arg_min(node_source, registration_order) AS acquisition_source,
                list(DISTINCT node_source ORDER BY node_source) AS sources
-        FROM placed GROUP BY customer_id"""
+        FROM placed GROUP BY customer_id
+        UNION ALL
+        SELECT customer_id, {", ".join(fields)}, registered_at, node_source, [node_source]
+        FROM ranked WHERE records = 1"""
 
 
 def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
@@ -421,16 +427,18 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
         WITH candidates AS (
             SELECT a, b, probability, agreeing,
                    CASE WHEN has_evidence THEN 'below the acceptance probability'
-                        ELSE 'agrees on masked phone or city only' END AS reason
+                        ELSE 'agrees on masked phone or city only' END AS reason, {len(LINK_KINDS)} AS strength
             FROM scored WHERE NOT accepted
-            UNION ALL
-            SELECT r.a, r.b, r.probability, NULL, r.kind || ' link not made: ' || r.reason FROM rejected r)
+            UNION ALL  -- a pair several kinds would have linked: the strongest kind's reason
+            SELECT r.a, r.b, r.probability, NULL, r.kind || ' link not made: ' || r.reason,
+                   list_position([{', '.join(dialect.quote(k) for k in LINK_KINDS)}], r.kind)
+            FROM rejected r)
         SELECT {dialect.quote(run_id)} AS run_id, na.customer_id AS customer_id_a, na.source AS source_a,
                na.source_customer_id AS source_customer_id_a, nb.customer_id AS customer_id_b, nb.source AS source_b,
                nb.source_customer_id AS source_customer_id_b, x.probability, x.agreeing, x.reason
         FROM candidates x {ends}
         WHERE na.customer_id <> nb.customer_id
-        QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST) = 1
+        QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST, x.strength) = 1
         ORDER BY x.probability DESC NULLS LAST, 2, 5""")
     result.review_pairs = con.execute("SELECT count(*) FROM identity.review").fetchall()[0][0]
 
