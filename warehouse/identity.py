@@ -351,7 +351,8 @@ def _golden_sql(config: dict, customers: str | None = None) -> str:
               "province", "city", "member_id", "email_opt_in", "sms_opt_in"]
     # Each field from the first record holding it, in ``pick_order``: arg_min over a position is
     # a plain aggregate (first(... ORDER BY ...) sorted every customer's records once per field).
-    # source_customer_id, then the source, break ties.
+    # source_customer_id, then the source, break ties.  The acquisition source is the first
+    # registered record's (a struct orders as its fields do; no record's registration time: last).
     picks = ",\n".join(f"arg_min({f}, pick_order) FILTER (WHERE {f} IS NOT NULL) AS {f}" for f in fields)
     # A customer of one source record (most of them) takes it as it is: no ordering, no aggregate.
     return f"""
@@ -365,13 +366,12 @@ def _golden_sql(config: dict, customers: str | None = None) -> str:
         placed AS (
             SELECT *,
                    row_number() OVER (PARTITION BY customer_id ORDER BY rank, updated_at DESC NULLS LAST,
-                                                                        source_customer_id, node_source) AS pick_order,
-                   row_number() OVER (PARTITION BY customer_id ORDER BY registered_at NULLS LAST, node_source,
-                                                                        source_customer_id) AS registration_order
+                                                                        source_customer_id, node_source) AS pick_order
             FROM ranked WHERE records > 1)
         SELECT customer_id, {picks},
                min(registered_at) AS first_registered_at,
-               arg_min(node_source, registration_order) AS acquisition_source,
+               arg_min(node_source, {{'registered_at': coalesce(registered_at, 'infinity'::TIMESTAMPTZ),
+                                      'source': node_source, 'id': source_customer_id}}) AS acquisition_source,
                list(DISTINCT node_source ORDER BY node_source) AS sources
         FROM placed GROUP BY customer_id
         UNION ALL

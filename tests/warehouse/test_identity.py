@@ -265,3 +265,34 @@ def test_golden_records_built_again_only_for_what_changed_equal_a_full_build(set
         if "users_2.jsonl" in str(duckdb.sql(f"SELECT any_value(_file) FROM '{path}'").fetchall()[0][0]):
             path.unlink()
     assert {r[2]: r for r in _golden(settings, "r4")}["li@example.com"][10] == "上海"
+
+
+def test_a_golden_record_is_acquired_where_the_customer_first_registered_and_takes_each_field_by_priority(settings):
+    # One person in three sources: the store card is the oldest registration (10:00 Shanghai is
+    # 02:00 UTC), the web account the newest; the marketplace buyer has no registration time.
+    write_web_users(settings.inbox, [
+        {"user_id": "U1", "email": "li@example.com", "mobile": "13812345678", "real_name": "李娜", "member_card": "M1",
+         "registered_at": "2025-03-01T00:00:00Z", "city": "杭州"},
+        # Registered at the very time the store card M2 was: the tie goes to the source whose name
+        # sorts first, whatever the ids.
+        {"user_id": "A2", "email": "wang@example.com", "member_card": "M2", "registered_at": "2025-01-01T02:00:00Z"},
+        # Two web accounts, linked by phone and name; the one without a registration time comes last.
+        {"user_id": "U3", "mobile": "13900000003", "real_name": "赵敏", "registered_at": None},
+        {"user_id": "U4", "mobile": "13900000003", "real_name": "赵敏", "registered_at": "2025-06-01T00:00:00Z"}])
+    write_store_members(settings.inbox, [
+        {"会员卡号": "M1", "姓名": "李娜", "手机号": "13812345678", "入会时间": "2024-06-01 10:00:00", "城市": "上海"},
+        {"会员卡号": "M2", "姓名": "王伟", "手机号": "13800000002"}])
+    write_marketplace_orders(settings.inbox, [{"买家昵称": "tb_li", "收货人": "李娜", "联系电话": "138****5678"}])
+    ids = run_through_identity(settings)
+    assert ids[("web", "U1")] == ids[("store", "M1")] == ids[("marketplace", "tb_li")]
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:
+        golden = {r[0]: r[1:] for r in con.execute(
+            """SELECT customer_id, strftime(first_registered_at AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M'),
+                      acquisition_source, sources, city, email_key FROM identity.golden""").fetchall()}
+    # Each field from the first record holding it in source_priority: the city from the store card,
+    # the email from the web account (the card has none).
+    assert golden[ids[("store", "M1")]] == ("2024-06-01 02:00", "store", ["marketplace", "store", "web"],
+                                            "上海", "li@example.com")
+    assert golden[ids[("store", "M2")]][:2] == ("2025-01-01 02:00", "store")
+    assert golden[ids[("web", "U3")]][:3] == ("2025-06-01 00:00", "web", ["web"])
+    assert ids[("web", "U3")] == ids[("web", "U4")]
