@@ -415,22 +415,34 @@ def identity_train() -> None:
 
 
 @identity_app.command("review")
-def identity_review(limit: int = typer.Option(50, help="at most this many pairs, most probable first")) -> None:
+def identity_review(limit: int = typer.Option(50, help="at most this many pairs, most probable first"),
+                    reason: str = typer.Option(None, help="only pairs whose reason contains this text, "
+                                                          "e.g. 'member ids' or 'below the acceptance'")) -> None:
     """Pairs of customers the last run left apart: scored below the acceptance probability, or a
-    link a limit (member ids, records per customer) stopped."""
+    link a limit (member ids, records per customer) stopped; first how many there are for each
+    reason, then the pairs."""
     settings = Settings.from_env()
     if not settings.warehouse.exists():
         console.print(f"no warehouse at {settings.warehouse}; run `tagwright run` first", style="red")
         raise typer.Exit(2)
     import duckdb
 
+    matching, params = ("WHERE contains(lower(reason), lower($reason))", {"reason": reason}) if reason else ("", {})
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        total = con.execute("SELECT count(*) FROM ops.identity_review").fetchall()[0][0]
-        rows = con.execute("""SELECT customer_id_a, source_a || ':' || source_customer_id_a, customer_id_b,
-                                     source_b || ':' || source_customer_id_b, round(probability, 3),
-                                     array_to_string(agreeing, ', '), reason
-                              FROM ops.identity_review ORDER BY probability DESC NULLS LAST, 1, 3 LIMIT ?""",
-                           [limit]).fetchall()
-    console.print(_table(f"{total} pairs left for review (showing {len(rows)})",
+        # The reasons name counts ("... 3 member ids"): counted with the numbers left out.
+        by_reason = con.execute("""SELECT regexp_replace(reason, '[0-9]+', 'N', 'g'), count(*) FROM ops.identity_review
+                                   GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+        matched = con.execute(f"SELECT count(*) FROM ops.identity_review {matching}", params).fetchall()[0][0]
+        rows = con.execute(f"""SELECT customer_id_a, source_a || ':' || source_customer_id_a, customer_id_b,
+                                      source_b || ':' || source_customer_id_b, round(probability, 3),
+                                      array_to_string(agreeing, ', '), reason
+                               FROM ops.identity_review {matching}
+                               ORDER BY probability DESC NULLS LAST, 1, 3 LIMIT $limit""",
+                           params | {"limit": limit}).fetchall()
+    total = sum(n for _, n in by_reason)
+    console.print(_table(f"{total:,} pairs left for review, by reason", ["reason", "pairs"],
+                         [(why, f"{n:,}") for why, n in by_reason]))
+    console.print(_table(f"{matched:,} pairs{f' whose reason contains {reason!r}' if reason else ''}"
+                         f" (showing {len(rows)})",
                          ["customer a", "record a", "customer b", "record b", "probability", "agreeing", "reason"],
                          rows))

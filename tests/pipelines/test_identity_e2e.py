@@ -28,6 +28,8 @@ def test_train_then_run_links_with_the_model_and_explain_shows_the_links(publish
         customer = con.execute("""SELECT customer_id FROM analytics.customer_links WHERE kind = 'model'
                                   ORDER BY customer_id LIMIT 1""").fetchall()[0][0]
         review = con.execute("SELECT count(*), count(DISTINCT reason) FROM ops.identity_review").fetchall()[0]
+        below = con.execute("""SELECT count(*) FROM ops.identity_review
+                               WHERE reason = 'below the acceptance probability'""").fetchall()[0][0]
         unlinked = con.execute("""SELECT count(*) FROM analytics.customer_links l
                                   WHERE NOT EXISTS (SELECT 1 FROM analytics.customer_source_ids s
                                                     WHERE s.customer_id = l.customer_id AND s.source = l.source_b
@@ -41,4 +43,12 @@ def test_train_then_run_links_with_the_model_and_explain_shows_the_links(publish
     assert "what linked them" in explained.output and "model" in explained.output
 
     listed = runner.invoke(app, ["identity", "review", "--limit", "5"], env=WIDE)
-    assert listed.exit_code == 0 and "pairs left for review" in listed.output
+    assert listed.exit_code == 0 and f"{review[0]:,} pairs left for review, by reason" in listed.output
+    assert "below the acceptance probability" in listed.output and "(showing 5)" in listed.output
+    # A reviewer works through one reason at a time (at 1M customers there are hundreds of thousands).
+    chosen = runner.invoke(app, ["identity", "review", "--reason", "BELOW the acceptance", "--limit", "500"],
+                           env=WIDE)
+    assert chosen.exit_code == 0, chosen.output
+    pairs = chosen.output.split("whose reason contains")[1]
+    assert below > 0 and f"{below:,} pairs whose reason contains 'BELOW the acceptance'" in chosen.output
+    assert "below the acceptance" in pairs and "agrees on masked phone" not in pairs and "link not made" not in pairs
