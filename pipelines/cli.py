@@ -440,6 +440,10 @@ def identity_review(limit: int = typer.Option(50, help="at most this many pairs,
                                ORDER BY probability DESC NULLS LAST, 1, 3 LIMIT $limit""",
                            params | {"limit": limit}).fetchall()
     total = sum(n for _, n in by_reason)
+    if not total:
+        console.print("0 pairs left for review: no link was stopped by a limit and no scored pair fell below the"
+                      " acceptance probability")
+        return
     console.print(_table(f"{total:,} pairs left for review, by reason", ["reason", "pairs"],
                          [(why, f"{n:,}") for why, n in by_reason]))
     console.print(_table(f"{matched:,} pairs{f' whose reason contains {reason!r}' if reason else ''}"

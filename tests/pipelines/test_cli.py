@@ -62,3 +62,17 @@ def test_sql_and_explain_on_a_published_warehouse(published, monkeypatch):
     assert "recency_days" in explained.output and "masked phone" in explained.output
     unknown = runner.invoke(app, ["explain", "TW99999999"])
     assert unknown.exit_code == 2 and "no customer" in unknown.output
+
+
+def test_identity_review_says_when_nothing_is_left_for_review(published, monkeypatch):
+    """The sample's run leaves nothing apart (no model, no card holder sharing an identifier); a
+    review list that is empty says so instead of printing two empty tables."""
+    import duckdb
+
+    result, data = published
+    with duckdb.connect(str(result["warehouse"]), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ops.identity_review").fetchone()[0] == 0
+    monkeypatch.setenv("TAGWRIGHT_DATA_DIR", str(data))
+    listed = runner.invoke(app, ["identity", "review"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0
+    assert "0 pairs left for review: no link was stopped by a limit" in listed.output and "┏" not in listed.output
