@@ -319,7 +319,7 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
         users.append(user)
         if g.rng.random() < 0.03:  # the same user exported again after a profile update
             users.append({**user, "city": p.city, "updated_at": _iso_utc(p.registered + timedelta(days=3))})
-        users += [_another_web_account(g.extra, user, p, j) for j in range(2, len(uids) + 1)]
+        users += [_another_web_account(g.extra, user, p, u, j) for j, u in enumerate(uids[1:], start=2)]
         for k, day in enumerate(p.active_days):
             session = f"S{events:08d}"
             for _ in range(g.how_many(3)):
@@ -350,12 +350,12 @@ def _write_web(g: _Gen, folder: Path, people: list[Person], truth: list) -> dict
     return {"web_users": len(users), "web_events": events, "web_orders": len(orders)}
 
 
-def _another_web_account(extra: _Gen, first: dict, p: Person, j: int) -> dict:
-    """A person's ``j``-th web account, next to the ``first``: registered again with another
-    mailbox, no member card."""
+def _another_web_account(extra: _Gen, first: dict, p: Person, uid: str, j: int) -> dict:
+    """A person's ``j``-th web account ``uid``, next to the ``first``: registered again with
+    another mailbox, no member card."""
     local, domain = p.email.split("@")
     another_domain = DOMAINS[(DOMAINS.index(domain) + j) % len(DOMAINS)]
-    uid, registered = f"{first['user_id']}-{j}", _iso_utc(p.registered + timedelta(hours=j))
+    registered = _iso_utc(p.registered + timedelta(hours=j))
     return {**first, "user_id": uid, "email": _noisy_email(extra, f"{local}.{j}@{another_domain}"),
             "mobile": p.phone if extra.rng.random() < 0.7 else None,
             "real_name": p.name if extra.rng.random() < 0.75 else None, "member_card": None,
