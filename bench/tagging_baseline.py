@@ -7,7 +7,7 @@ table ``--copies`` times (new customer ids, same values) to reach the target siz
 table, in the same run, it times for five tags (activity_level, lifecycle_stage, rfm_segment,
 value_tier, churn_risk):
 
-- ours: the SQL the rule compiler makes (``warehouse.tagging.tag_rows_sql``, overrides included);
+- ours: the tagging stage's own code (``warehouse.tagging.write_tag_rows``, overrides included);
 - floor: the same five tags written by hand in DuckDB SQL;
 - pandas: the same five tags with ``numpy.select`` over a DataFrame, as an analyst writes them;
 
@@ -116,7 +116,7 @@ def main() -> None:
     from warehouse.land import land
     from warehouse.settings import Settings
     from warehouse.stage import stage
-    from warehouse.tagging import tag_rows_sql
+    from warehouse.tagging import write_tag_rows
     from warehouse.validate import validate
     from warehouse.workdb import open_work_db
 
@@ -133,12 +133,9 @@ def main() -> None:
     rows = con.execute("SELECT count(*) FROM big").fetchall()[0][0]
     five = [rules.tags[t] for t in TAGS]
     subset = type(rules)(rules.features, rules.scores, {t.id: t for t in five}, rules.models, rules.marketing_exclusion)
-    ours_sql = tag_rows_sql(subset, AS_OF, "big")
-    all_sql = tag_rows_sql(rules, AS_OF, "big")
-
-    ours_s, _ = _timed(lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE ours AS {ours_sql}"))
+    ours_s, _ = _timed(lambda: write_tag_rows(con, "ours", subset, AS_OF, "big", temporary=True))
     floor_s, _ = _timed(lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE floor AS {FLOOR_SQL}"))
-    all_s, _ = _timed(lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE all_tags AS {all_sql}"))
+    all_s, _ = _timed(lambda: write_tag_rows(con, "all_tags", rules, AS_OF, "big", temporary=True))
     frame = con.execute("SELECT * FROM big").fetchdf()
     pandas_s, by_pandas = _timed(lambda: pandas_tags(frame))
     con.register("by_pandas", by_pandas)

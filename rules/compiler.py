@@ -248,7 +248,7 @@ def tags_sql(rules: RuleSet, relation: str = "features") -> str:
         WHERE t.value IS NOT NULL
 
     One pass over the features for all tags: a UNION ALL of one SELECT per tag took 3.8 s
-    against 2.6 s at 1M customers.  Unordered: publishing sorts once."""
+    against 2.6 s at 1M customers.  The rows keep the order of ``relation``, each customer's tags by id."""
     entries = [tag_entry(t, rules.marketing_exclusion) for t in sorted(rules.active_tags, key=lambda t: t.id)]
     per_customer = (exp.select("customer_id", exp.alias_(exp.Unnest(expressions=[exp.Array(expressions=entries)]), "t"))
                     .from_(relation))

@@ -204,9 +204,9 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, how
 
 
 def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
-    con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags"
-                " ORDER BY customer_id, tag")
-    # The features stage stores its table by customer_id, and a scan of one table keeps that order.
+    # The tags stage stores its rows by customer_id and tag (overrides' rows last) and the features
+    # stage its table by customer_id: a scan of one table keeps that order.
+    con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags")
     con.execute(f"""CREATE TABLE analytics.customer_features AS
                     SELECT DATE {dialect.quote(as_of.isoformat())} AS as_of, *
                     FROM work.features.customer_features""")

@@ -20,7 +20,7 @@ from warehouse.features import customer_features_sql
 from warehouse.publish import latest_published_as_of
 from warehouse.runs import run_lock
 from warehouse.settings import Settings
-from warehouse.tagging import tag_rows_sql
+from warehouse.tagging import write_tag_rows
 
 
 @dataclass
@@ -49,7 +49,8 @@ def diff_rules(settings: Settings, rules: RuleSet) -> RulesDiff:
         con.execute("USE work")
         features, _ = customer_features_sql(con, settings, rules, as_of)
         con.execute(f"CREATE TEMP TABLE edited_features AS {features}")
-        con.execute(f"CREATE TEMP TABLE edited_tags AS {tag_rows_sql(rules, as_of, 'edited_features', 'work.tags.overrides')}")
+        write_tag_rows(con, "edited_tags", rules, as_of, "edited_features", "work.tags.overrides",
+                       temporary=True)
         customers = con.execute("SELECT count(*) FROM edited_features").fetchone()[0]
         moves = con.execute("""
             SELECT coalesce(p.tag, e.tag) AS tag, p.value AS published, e.value AS edited, count(*) AS customers

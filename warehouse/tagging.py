@@ -1,6 +1,6 @@
 """Tags: apply the compiled rules to the feature table, then the manual overrides.
 
-``tag_rows_sql`` is the one query both the nightly run and ``tagwright rules diff`` use:
+``write_tag_rows`` is the one way both the nightly run and ``tagwright rules diff`` tag:
 computed values from the rules, then, per customer and tag, the newest override in force on
 as_of replaces (or removes) the computed value.  Overrides of a marketing tag do not apply to
 customers the marketing exclusion holds for, like the rules themselves.
@@ -40,29 +40,46 @@ def overrides_in_force_sql(as_of: date, overrides: str = "tags.overrides") -> st
         QUALIFY row_number() OVER (PARTITION BY customer_id, tag ORDER BY override_id DESC) = 1"""
 
 
-def tag_rows_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "tags.overrides") -> str:
-    """(customer_id, tag, value, score, as_of) for every active tag: rules, then overrides."""
+def _overrides_applied_sql(rules: RuleSet, as_of: date, features: str, overrides: str = "tags.overrides") -> str:
+    """(customer_id, tag, value) of the overrides that apply to the customers of ``features``:
+    in force on as_of, of an active tag, and not of a marketing tag for a customer the marketing
+    exclusion holds for.  A NULL value removes the tag."""
     active = [t.id for t in rules.active_tags]
     marketing = [t.id for t in rules.active_tags if t.marketing]
     excluded = (rules.marketing_exclusion.sql(dialect=DIALECT) if rules.marketing_exclusion is not None
                 else "false")
     return f"""
-        WITH computed AS ({tags_sql(rules, relation=features)}),
-             overrides AS (
-                SELECT o.* FROM ({overrides_in_force_sql(as_of, overrides)}) o
-                JOIN {features} f USING (customer_id)
-                WHERE {dialect.is_in("o.tag", active)}
-                  AND NOT ({dialect.is_in("o.tag", marketing)} AND coalesce({excluded}, false)))
-        SELECT customer_id, tag, value, score, DATE {dialect.quote(as_of.isoformat())} AS as_of FROM (
-            SELECT c.* FROM computed c ANTI JOIN overrides o USING (customer_id, tag)
-            UNION ALL
-            SELECT customer_id, tag, value, CAST(NULL AS DOUBLE) FROM overrides WHERE value IS NOT NULL)"""
+        SELECT o.customer_id, o.tag, o.value FROM ({overrides_in_force_sql(as_of, overrides)}) o
+        JOIN {features} f USING (customer_id)
+        WHERE {dialect.is_in("o.tag", active)}
+          AND NOT ({dialect.is_in("o.tag", marketing)} AND coalesce({excluded}, false))"""
+
+
+def write_tag_rows(con: duckdb.DuckDBPyConnection, table: str, rules: RuleSet, as_of: date, features: str,
+                   overrides: str = "tags.overrides", temporary: bool = False) -> None:
+    """``table`` (customer_id, tag, value, score, as_of): every active tag's value from the rules,
+    then the overrides applied.
+
+    The rules' rows are written in the order of ``features`` (by customer, each customer's tags by
+    id): a scan of one relation keeps its order, so publishing copies the table as it is instead
+    of sorting 25M rows (3.5 s at the performance issue's data).  An override deletes the rule's
+    row and its own row follows the rules' rows (a join would not keep the order)."""
+    con.execute(f"""CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {table} AS
+                    SELECT *, DATE {dialect.quote(as_of.isoformat())} AS as_of
+                    FROM ({tags_sql(rules, relation=features)})""")
+    applied = _overrides_applied_sql(rules, as_of, features, overrides)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE overrides_applied AS {applied}")
+    if con.execute("SELECT count(*) FROM overrides_applied").fetchone()[0]:
+        con.execute(f"""
+            DELETE FROM {table} WHERE (customer_id, tag) IN (SELECT customer_id, tag FROM overrides_applied);
+            INSERT INTO {table}
+            SELECT customer_id, tag, value, NULL, DATE {dialect.quote(as_of.isoformat())} FROM overrides_applied
+            WHERE value IS NOT NULL ORDER BY customer_id, tag""")
 
 
 def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> TagsResult:
-    sql = tag_rows_sql(rules, as_of, "features.customer_features")
     con.execute("BEGIN")
-    con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags AS {sql}")
+    write_tag_rows(con, "tags.customer_tags", rules, as_of, "features.customer_features")
     failpoint("tags")
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]

@@ -12,7 +12,7 @@ import pytest
 from rules.lint import lint
 from rules.model import load_rules, rules_dir
 from rules.testing import evaluate
-from warehouse.tagging import tag_rows_sql
+from warehouse.tagging import write_tag_rows
 
 
 @pytest.fixture()
@@ -122,7 +122,7 @@ def test_overrides_apply_after_the_rules(description, overrides, expected):
         for oid, customer, tag, value, start, expires, revoked in overrides:
             con.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, 'why', 'who', now(), ?, ?,"
                         " CASE WHEN ? THEN now() END)", [oid, customer, tag, value, start, expires, revoked])
-        sql = tag_rows_sql(rules, date(2026, 11, 21), "features", "overrides")
-        got = dict(con.execute(f"SELECT customer_id, value FROM ({sql}) WHERE tag = 'value_tier'").fetchall())
+        write_tag_rows(con, "tags", rules, date(2026, 11, 21), "features", "overrides")
+        got = dict(con.execute("SELECT customer_id, value FROM tags WHERE tag = 'value_tier'").fetchall())
     for customer, value in expected.items():
         assert got.get(customer) == value, customer
