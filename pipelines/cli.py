@@ -204,25 +204,38 @@ def export(tag: str = typer.Option(..., help="tag id, e.g. churn_risk"),
 
 
 @app.command()
-def forget(customer_id: str = typer.Argument(None, help="the customer to erase"),
-           email: str = typer.Option(None, help="find the customer by email instead"),
+def forget(customer_ids: list[str] = typer.Argument(None, help="the customers to erase"),
+           email: list[str] = typer.Option(None, help="find a customer by email instead (repeatable)"),
+           customers: Path = typer.Option(None, help="a CSV with a customer_id column: erase them all"),
            reason: str = typer.Option(..., help="the request, e.g. a ticket number (logged)"),
            requested_by: str = typer.Option(..., help="who handled the request (logged)")) -> None:
-    """Erase a person from every layer (lake, work file, warehouse, exports) and log it in ops.erasures."""
+    """Erase people from every layer (lake, work file, warehouse, exports) and log each in ops.erasures.
+
+    Everyone named in one command is erased in one pass over each layer: a day's requests
+    together take about as long as one."""
     from warehouse.erasure import find_customer, forget as erase
     from warehouse.errors import StageError
+    from warehouse.overrides import read_customer_list
 
     settings = Settings.from_env()
     with _stage_errors():
-        if (customer_id is None) == (email is None):
-            raise StageError("forget", "name the person once", "give a CUSTOMER_ID or --email, not both")
-        target = customer_id or find_customer(settings, email)
-        result = erase(settings, target, reason, requested_by)
-    console.print(f"erasure {result.erasure_id}: {result.customer_id} ({result.source_records} source records) "
-                  f"removed from every layer; logged in ops.erasures")
+        targets = list(customer_ids or [])
+        if customers is not None:
+            try:
+                targets += read_customer_list(customers)
+            except StageError as exc:
+                raise StageError("forget", exc.problem, exc.fix) from exc
+        targets += [find_customer(settings, e) for e in email or []]
+        if not targets:
+            raise StageError("forget", "no one to erase", "give CUSTOMER_IDs, --email or --customers FILE")
+        result = erase(settings, targets, reason, requested_by)
+    for erasure_id, customer_id, records in result.erasures:
+        console.print(f"erasure {erasure_id}: {customer_id} ({records} source records) removed from every layer")
+    console.print(f"logged in ops.erasures; rows removed{' for all of them' if len(result.erasures) > 1 else ''}:")
     console.print(_table("rows removed", ["where", "rows"], sorted(result.rows_removed.items())))
     if result.inbox_files:
-        console.print("[yellow]the inbox still holds the sources' deliveries with this person (the pipeline "
+        who = "this person" if len(result.erasures) == 1 else "these people"
+        console.print(f"[yellow]the inbox still holds the sources' deliveries with {who} (the pipeline "
                       "skips them from now on); have them re-exported or deleted at the source:[/yellow]")
         for f in result.inbox_files:
             console.print(f"  {f}", markup=False)

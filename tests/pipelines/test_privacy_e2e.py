@@ -89,20 +89,27 @@ def test_a_campaign_export_holds_exactly_the_customers_with_the_value(published_
     assert wrong.exit_code == 2 and "use one of: high, low, medium" in wrong.output
 
 
-def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them_back(prefect_harness, published_copy):
+def test_forget_erases_people_from_every_layer_and_a_rerun_does_not_bring_them_back(prefect_harness, published_copy):
+    """Two people in one command (one by id, one from a CSV): every layer loses both."""
     settings = Settings.from_env()
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        customer, records = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids
-                                           GROUP BY 1 HAVING count(DISTINCT source) >= 2 ORDER BY 1 LIMIT 1""").fetchone()
-        orders = con.execute("SELECT list(order_id) FROM analytics.orders o WHERE customer_id = ?"
+        people = con.execute("""SELECT customer_id, list(source_customer_id) FROM analytics.customer_source_ids
+                                GROUP BY 1 HAVING count(DISTINCT source) >= 2 ORDER BY 1 LIMIT 2""").fetchall()
+        customers = [c for c, _ in people]
+        records = [r for _, rs in people for r in rs]
+        orders = con.execute("SELECT list(order_id) FROM analytics.orders o WHERE customer_id = ANY(?)"
                              " AND EXISTS (SELECT 1 FROM analytics.order_lines l WHERE l.order_id = o.order_id)",
-                             [customer]).fetchone()[0]
-    assert orders, "the person must have orders with lines"
+                             [customers]).fetchone()[0]
+    assert orders, "the people must have orders with lines"
     assert runner.invoke(app, ["export", "--tag", "lifecycle_stage", "--value", "active"]).exit_code == 0
-    assert customer.encode() in settings.warehouse.read_bytes()
-    result = runner.invoke(app, ["forget", customer, "--reason", "ticket 4711", "--requested-by", "dpo"])
+    assert all(c.encode() in settings.warehouse.read_bytes() for c in customers)
+    listed = published_copy / "requests.csv"
+    listed.write_text(f"customer_id\n{customers[1]}\n", encoding="utf-8")
+    result = runner.invoke(app, ["forget", customers[0], "--customers", str(listed),
+                                 "--reason", "ticket 4711", "--requested-by", "dpo"])
     assert result.exit_code == 0, result.output
-    assert "erasure 1" in result.output and "inbox still holds" in result.output
+    assert f"erasure 1: {customers[0]}" in result.output and f"erasure 2: {customers[1]}" in result.output
+    assert "inbox still holds" in result.output
 
     def traces() -> dict[str, int]:
         found = {}
@@ -116,7 +123,7 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
                           AND NOT (schema_name = 'ops' AND table_name = 'erasures')
                           AND NOT (schema_name = 'identity' AND table_name IN ('suppressed', 'customer_ids'))""").fetchall():
                     n = con.execute(f'SELECT count(*) FROM {database}.{schema}."{table}" WHERE "{column}" = ANY(?)',
-                                    [[customer, *records]]).fetchone()[0]
+                                    [customers + records]).fetchone()[0]
                     if n:
                         found[f"{database}.{schema}.{table}"] = n
             lake = [str(p) for p in settings.lake.glob("valid/*/*/*.parquet")]
@@ -124,9 +131,9 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
             found["lake"] = con.execute(f"SELECT count(*) FROM read_parquet({with_ids}, union_by_name = true)"
                                         " WHERE source_customer_id = ANY(?)", [records]).fetchone()[0]
             found["exports"] = con.execute(f"SELECT count(*) FROM read_parquet('{settings.exports}/**/*.parquet')"
-                                           " WHERE customer_id = ?", [customer]).fetchone()[0]
+                                           " WHERE customer_id = ANY(?)", [customers]).fetchone()[0]
             found["campaigns"] = con.execute(f"SELECT count(*) FROM read_csv('{settings.exports}/campaigns/**/*.csv')"
-                                             " WHERE customer_id = ?", [customer]).fetchone()[0]
+                                             " WHERE customer_id = ANY(?)", [customers]).fetchone()[0]
             for table in ("work.stage.order_lines", "work.stage.order_copies", "wh.analytics.order_lines",
                           "wh.ops.order_copies"):  # keyed by order id, without a customer id
                 found[table] = con.execute(f"SELECT count(*) FROM {table} WHERE order_id = ANY(?)",
@@ -135,18 +142,42 @@ def test_forget_erases_a_person_from_every_layer_and_a_rerun_does_not_bring_them
 
     assert traces() == {}
     # Not even in the file's bytes: deleted rows keep theirs in a DuckDB file until it is rewritten.
-    assert customer.encode() not in settings.warehouse.read_bytes()
+    assert not any(c.encode() in settings.warehouse.read_bytes() for c in customers)
     rerun = nightly(as_of=AS_OF.isoformat(), full_rebuild=True)  # lands every inbox file again
     assert rerun["status"] == "success"
     assert traces() == {}
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        logged = con.execute("SELECT customer_id, reason, requested_by, source_records FROM ops.erasures").fetchall()
+        logged = con.execute("SELECT erasure_id, customer_id, reason, requested_by, source_records,"
+                             " rows_removed->>'people erased together' FROM ops.erasures ORDER BY 1").fetchall()
+        cited = dict(con.execute(r"""SELECT source_record_id, regexp_extract(reason, '\(erasure (\d+),', 1)
+                                     FROM ops.quarantine WHERE expectation = 'not_erased'
+                                       AND entity = 'customer_record'""").fetchall())
         set_aside = con.execute("SELECT count(*), count(value) FROM ops.quarantine WHERE expectation = 'not_erased'"
                                 ).fetchone()
         balanced = con.execute("SELECT bool_and(rows_in = rows_loaded + rows_quarantined) FROM ops.loads"
                                " WHERE status = 'validated'").fetchone()[0]
-    assert logged == [(customer, "ticket 4711", "dpo", len(records))]
+    assert logged == [(i + 1, customer, "ticket 4711", "dpo", len(rs), "2") for i, (customer, rs) in enumerate(people)]
+    # Each person's re-delivered records are set aside naming their own erasure.
+    assert set(cited.values()) == {"1", "2"}
+    assert cited == {r: str(i + 1) for i, (_, rs) in enumerate(people) for r in rs if r in cited}
     assert set_aside[0] > 0 and set_aside[1] == 0 and balanced
+
+
+def test_forget_refuses_an_unknown_customer_and_erases_no_one(published_copy):
+    settings = Settings.from_env()
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        known = con.execute("SELECT min(customer_id) FROM analytics.customers").fetchone()[0]
+    before = settings.warehouse.read_bytes()
+    result = runner.invoke(app, ["forget", known, "TW99999999", "--reason", "ticket 4714", "--requested-by", "dpo"])
+    assert result.exit_code == 2 and "no customer 'TW99999999' in the work file" in result.output
+    bad = published_copy / "requests.csv"
+    bad.write_text("customer_id\nTW00000001\n\u3000,x\n", encoding="utf-8")
+    result = runner.invoke(app, ["forget", "--customers", str(bad), "--reason", "ticket 4714", "--requested-by", "dpo"])
+    assert result.exit_code == 2 and f"forget: {bad}, row 3, field 'customer_id': empty" in result.output
+    assert settings.warehouse.read_bytes() == before
+    with closing(duckdb.connect(str(settings.work_db), read_only=True)) as con:
+        assert con.execute("SELECT count(*) FROM ops.erasures").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM identity.node_customer WHERE customer_id = ?", [known]).fetchone()[0]
 
 
 def test_forget_deletes_the_data_docs_that_quote_the_persons_failing_values(prefect_harness, published_copy):
