@@ -211,8 +211,7 @@ def forget(customer_ids: list[str] = typer.Argument(None, help="the customers to
            requested_by: str = typer.Option(..., help="who handled the request (logged)")) -> None:
     """Erase people from every layer (lake, work file, warehouse, exports) and log each in ops.erasures.
 
-    Everyone named in one command is erased in one pass over each layer: a day's requests
-    together take about as long as one."""
+    One pass over each layer for everyone named: erase a day's requests together."""
     from warehouse.erasure import find_customer, forget as erase
     from warehouse.errors import StageError
     from warehouse.overrides import read_customer_list
