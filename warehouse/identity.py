@@ -78,13 +78,19 @@ def load_identity_config() -> dict:
 def _build_nodes(con: duckdb.DuckDBPyConnection, config: dict) -> None:
     """``nodes``: every source customer (with a record or only orders/events/cases) numbered;
     ``node_members``: their usable member ids."""
+    # Staging keeps one record per source customer: only the ids known from orders, events or
+    # cases alone need their duplicates removed (a UNION of all four took 1.6 to 1.8 s at the
+    # issue's 3M records and 79M rows, this 1.2 to 1.3 s, the same nodes).
     con.execute("""
         CREATE OR REPLACE TEMP TABLE nodes AS
+        WITH without_record AS (
+            SELECT DISTINCT source, source_customer_id FROM (
+                SELECT source, source_customer_id FROM stage.orders WHERE source_customer_id IS NOT NULL
+                UNION ALL SELECT source, source_customer_id FROM stage.events WHERE source_customer_id IS NOT NULL
+                UNION ALL SELECT source, source_customer_id FROM stage.interactions WHERE source_customer_id IS NOT NULL)
+            ANTI JOIN stage.customer_records USING (source, source_customer_id))
         SELECT row_number() OVER (ORDER BY source, source_customer_id) AS node, source, source_customer_id
-        FROM (SELECT source, source_customer_id FROM stage.customer_records
-              UNION SELECT source, source_customer_id FROM stage.orders WHERE source_customer_id IS NOT NULL
-              UNION SELECT source, source_customer_id FROM stage.events WHERE source_customer_id IS NOT NULL
-              UNION SELECT source, source_customer_id FROM stage.interactions WHERE source_customer_id IS NOT NULL)
+        FROM (SELECT source, source_customer_id FROM stage.customer_records UNION ALL SELECT * FROM without_record)
         """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE node_members AS
