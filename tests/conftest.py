@@ -58,6 +58,21 @@ def hold_back_newest_marketplace_export(inbox: Path, held: Path) -> None:
         late.rename(held / late.name)
 
 
+def wide_table_mismatches(con) -> int:
+    """How far the published ``customer_tags_wide`` is from ``customer_tags``: tag values one holds
+    and the other does not, plus customers of the features the wide table does not hold once."""
+    return con.execute("""
+        WITH wide AS (UNPIVOT analytics.customer_tags_wide ON COLUMNS(* EXCLUDE (customer_id, as_of))
+                      INTO NAME tag VALUE value),
+             long AS (SELECT customer_id, tag, value FROM analytics.customer_tags)
+        SELECT (SELECT count(*) FROM (SELECT customer_id, tag, value FROM wide EXCEPT ALL FROM long))
+             + (SELECT count(*) FROM (FROM long EXCEPT ALL SELECT customer_id, tag, value FROM wide))
+             + (SELECT count(*) FROM (SELECT customer_id FROM analytics.customer_features
+                                      EXCEPT ALL SELECT customer_id FROM analytics.customer_tags_wide))
+             + (SELECT count(*) FROM (SELECT customer_id FROM analytics.customer_tags_wide
+                                      EXCEPT ALL SELECT customer_id FROM analytics.customer_features))""").fetchone()[0]
+
+
 def deliver_held_back(held: Path, inbox: Path) -> None:
     """Move the marketplace files in ``held`` back into the inbox, as a delivery since the last night."""
     for late in held.iterdir():

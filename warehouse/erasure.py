@@ -211,8 +211,8 @@ def _erase_work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     for table in WORK_TABLES_BY_SOURCE_ID:
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE (source, source_customer_id) IN"
                                        " (SELECT source, source_customer_id FROM gone)")
-    for table in ("identity.golden", "features.customer_features", "tags.customer_tags", "tags.overrides",
-                  "identity.links", "identity.node_customer"):
+    for table in ("identity.golden", "features.customer_features", "tags.customer_tags", "tags.customer_tags_wide",
+                  "tags.overrides", "identity.links", "identity.node_customer"):
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE customer_id IN {GONE_CUSTOMERS}")
     removed["work rows"] += delete(f"DELETE FROM identity.review WHERE customer_id_a IN {GONE_CUSTOMERS}"
                                    f" OR customer_id_b IN {GONE_CUSTOMERS}")

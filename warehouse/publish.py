@@ -203,9 +203,9 @@ def _orders(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, how
                 {"definition": _order_tables_definition(settings), "as_of": as_of})
 
 
-def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
-    # The tags stage stores its rows by customer_id and tag (overrides' rows last) and the features
-    # stage its table by customer_id: a scan of one table keeps that order.
+def _tags(con: duckdb.DuckDBPyConnection, as_of: date) -> None:
+    # The tags stage stores its rows by customer_id and tag (overrides' rows last), the wide table
+    # and the features by customer_id: a scan of one table keeps that order.
     con.execute("CREATE TABLE analytics.customer_tags AS SELECT * FROM work.tags.customer_tags")
     con.execute(f"""CREATE TABLE analytics.customer_features AS
                     SELECT DATE {dialect.quote(as_of.isoformat())} AS as_of, *
@@ -216,13 +216,7 @@ def _tags(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date) -> None:
                            o.effective_from, o.expires_on, o.revoked_at,
                            o.override_id IN (SELECT override_id FROM ({in_force})) AS in_force
                     FROM work.tags.overrides o ORDER BY o.override_id""")
-    columns = ",\n".join(f"max(t.value) FILTER (WHERE t.tag = {dialect.quote(tag.id)}) AS {tag.id}"
-                         for tag in sorted(rules.active_tags, key=lambda t: t.id))
-    con.execute(f"""
-        CREATE TABLE analytics.customer_tags_wide AS
-        SELECT f.customer_id, DATE {dialect.quote(as_of.isoformat())} AS as_of, {columns}
-        FROM work.features.customer_features f LEFT JOIN analytics.customer_tags t USING (customer_id)
-        GROUP BY f.customer_id ORDER BY f.customer_id""")
+    con.execute("CREATE TABLE analytics.customer_tags_wide AS SELECT * FROM work.tags.customer_tags_wide")
 
 
 HISTORY_TABLES = {
@@ -422,7 +416,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         _catalog(con, rules)
         _customers(con, settings)
         _orders(con, settings, as_of, orders)
-        _tags(con, rules, as_of)
+        _tags(con, as_of)
         _history(con, as_of, settings.history_retention_days)
         _ops(con, record)
         tables = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM {s}."{t}"').fetchone()[0]

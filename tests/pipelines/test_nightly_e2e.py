@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from pipelines.nightly import nightly
-from tests.conftest import AS_OF, copy_inbox
+from tests.conftest import AS_OF, copy_inbox, wide_table_mismatches
 
 pytestmark = pytest.mark.e2e
 
@@ -99,6 +99,7 @@ def test_published_tables_and_export(published):
                 "analytics.customer_source_ids", "analytics.tag_overrides", "ops.runs", "ops.loads", "ops.quarantine", "ops.validations"} <= tables
         wide_columns = [r[0] for r in con.execute("DESCRIBE analytics.customer_tags_wide").fetchall()]
         assert {"rfm_segment", "activity_level", "churn_risk", "lifecycle_stage"} <= set(wide_columns)
+        assert wide_table_mismatches(con) == 0
         runs = con.execute("SELECT status, as_of FROM ops.runs").fetchall()
         assert runs == [("success", AS_OF)]
         exported = con.execute(f"SELECT count(*) FROM read_parquet('{result['export']}/*.parquet')").fetchone()[0]

@@ -13,7 +13,7 @@ from pipelines.cli import app
 from pipelines.nightly import nightly
 from rules.kinds import Manual
 from rules.model import load_rules, rules_dir
-from tests.conftest import AS_OF
+from tests.conftest import AS_OF, wide_table_mismatches
 from warehouse.rules_diff import diff_rules
 from warehouse.settings import Settings
 
@@ -97,6 +97,7 @@ def test_overrides_reach_the_next_run_with_an_audit_trail(prefect_harness, publi
         audit = con.execute("SELECT customer_id, tag, value, reason, author, in_force FROM analytics.tag_overrides"
                             " ORDER BY override_id").fetchall()
         stored = con.execute("SELECT customer_id, tag FROM analytics.customer_tags ORDER BY rowid").fetchall()
+        assert wide_table_mismatches(con) == 0  # the overrides reach the wide table too
     overridden = sorted([(a, "event_attendee"), (b, "event_attendee"), (c, "value_tier")])
     # docs/warehouse.md: by customer and tag, the rows an override set after the rules' rows
     assert stored[-3:] == overridden and stored[:-3] == sorted(stored[:-3])
