@@ -198,8 +198,8 @@ def _erase_lake(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str,
 
 
 def _erase_work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    def delete(sql: str, params: list | None = None) -> int:
-        return len(con.execute(sql + " RETURNING 1", params or []).fetchall())
+    def delete(sql: str) -> int:
+        return len(con.execute(sql + " RETURNING 1").fetchall())
 
     removed = {}
     removed["key cache rows"] = (
