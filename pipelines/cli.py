@@ -444,14 +444,16 @@ def identity_review(limit: int = typer.Option(50, help="at most this many pairs,
         # The reasons name counts ("... 3 member ids"): counted with the numbers left out.
         by_reason = con.execute("""SELECT regexp_replace(reason, '[0-9]+', 'N', 'g'), count(*) FROM ops.identity_review
                                    GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
-        matched = con.execute(f"SELECT count(*) FROM ops.identity_review {matching}", params).fetchall()[0][0]
         rows = con.execute(f"""SELECT customer_id_a, source_a || ':' || source_customer_id_a, customer_id_b,
                                       source_b || ':' || source_customer_id_b, round(probability, 3),
                                       array_to_string(agreeing, ', '), reason
                                FROM ops.identity_review {matching}
                                ORDER BY probability DESC NULLS LAST, 1, 3 LIMIT $limit""",
                            params | {"limit": limit}).fetchall()
-    total = sum(n for _, n in by_reason)
+        total = sum(n for _, n in by_reason)
+        # The per-reason counts have their numbers left out: a filter is counted on the reasons.
+        matched = con.execute(f"SELECT count(*) FROM ops.identity_review {matching}", params).fetchall()[0][0] \
+            if reason else total
     if not total:
         console.print("0 pairs left for review: no link was stopped by a limit and no scored pair fell below the"
                       " acceptance probability")

@@ -57,38 +57,42 @@ def _overrides_applied_sql(rules: RuleSet, as_of: date, features: str, overrides
 
 
 def write_tag_rows(con: duckdb.DuckDBPyConnection, table: str, rules: RuleSet, as_of: date, features: str,
-                   overrides: str = "tags.overrides", temporary: bool = False) -> None:
+                   overrides: str = "tags.overrides", temporary: bool = False) -> int:
     """``table`` (customer_id, tag, value, score, as_of): every active tag's value from the rules,
     then the overrides applied.
 
     The rules' rows are written in the order of ``features`` (by customer, each customer's tags by
     id): a scan of one relation keeps its order, so publishing copies the table as it is instead
     of sorting 25M rows (3.5 s at the performance issue's data).  An override deletes the rule's
-    row and its own row follows the rules' rows (a join would not keep the order)."""
+    row and its own row follows the rules' rows (a join would not keep the order).  Returns how
+    many overrides applied (listed in the temp table ``overrides_applied``)."""
     con.execute(f"""CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {table} AS
                     SELECT *, DATE {dialect.quote(as_of.isoformat())} AS as_of
                     FROM ({tags_sql(rules, relation=features)})""")
     applied = _overrides_applied_sql(rules, as_of, features, overrides)
     con.execute(f"CREATE OR REPLACE TEMP TABLE overrides_applied AS {applied}")
-    if con.execute("SELECT count(*) FROM overrides_applied").fetchone()[0]:
+    applied = con.execute("SELECT count(*) FROM overrides_applied").fetchone()[0]
+    if applied:
         con.execute(f"""
             DELETE FROM {table} WHERE (customer_id, tag) IN (SELECT customer_id, tag FROM overrides_applied);
             INSERT INTO {table}
             SELECT customer_id, tag, value, NULL, DATE {dialect.quote(as_of.isoformat())} FROM overrides_applied
             WHERE value IS NOT NULL ORDER BY customer_id, tag""")
+    return applied
 
 
-def _write_wide(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, features: str) -> None:
+def _write_wide(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, features: str,
+                overridden: bool) -> None:
     """``tags.customer_tags_wide``: one row per customer of ``features`` (in its order), one column
     per active tag, named by id, in id order: the rules' values from the expressions the tag rows
-    are made of, then, for the customers an override applies to (``overrides_applied``), their
-    values pivoted from the tag rows.  Pivoting all 25M tag rows took 3.2 to 4.5 s at the
+    are made of, then, when ``overridden``, for the customers an override applies to
+    (``overrides_applied``, left by :func:`write_tag_rows`), their values pivoted from the tag rows.  Pivoting all 25M tag rows took 3.2 to 4.5 s at the
     performance issue's data."""
     tags = sorted(rules.active_tags, key=lambda t: t.id)
     computed = exp.select("customer_id", exp.alias_(exp.cast(exp.Literal.string(as_of.isoformat()), "date"), "as_of"),
                           *(exp.alias_(tag_value_expression(t, rules.marketing_exclusion), t.id) for t in tags))
     con.execute(f"CREATE OR REPLACE TABLE tags.customer_tags_wide AS {computed.from_(features).sql(dialect=DIALECT)}")
-    if not con.execute("SELECT count(*) FROM overrides_applied").fetchone()[0]:
+    if not overridden:
         return
     pivot = ", ".join(f"max(t.value) FILTER (WHERE t.tag = {dialect.quote(t.id)}) AS {t.id}" for t in tags)
     con.execute(f"""
@@ -101,8 +105,8 @@ def _write_wide(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, fea
 
 def apply_tags(con: duckdb.DuckDBPyConnection, settings: Settings, rules: RuleSet, as_of: date) -> TagsResult:
     con.execute("BEGIN")
-    write_tag_rows(con, "tags.customer_tags", rules, as_of, "features.customer_features")
-    _write_wide(con, rules, as_of, "features.customer_features")
+    applied = write_tag_rows(con, "tags.customer_tags", rules, as_of, "features.customer_features")
+    _write_wide(con, rules, as_of, "features.customer_features", overridden=applied > 0)
     failpoint("tags")
     con.execute("COMMIT")
     rows = con.execute("SELECT count(*) FROM tags.customer_tags").fetchone()[0]
