@@ -188,8 +188,9 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             # made on a thread while the CPU-bound stages below run.
             copy = WarehouseCopy(settings, run_id)
             identity = _timed(record, "resolve_identities", lambda: identity_task(settings, run_id))
-            logger.info("identity: %d source customers -> %d customers; merged by link kind: %s; %d pairs for review",
-                        identity.source_customers, identity.customers,
+            logger.info("identity: %d source customers -> %d customers; resolved again: %s; merged by link kind "
+                        "among them: %s; %d pairs for review", identity.source_customers, identity.customers,
+                        f"{identity.resolved} touched by a change" if identity.incremental else "all",
                         ", ".join(f"{k} {n}" for k, n in identity.merged_by.items()), identity.review_pairs)
             features = _timed(record, "features", lambda: features_task(settings, rules, day))
             for model, params in features.models.items():

@@ -216,6 +216,10 @@ def _erase_work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE customer_id IN {GONE_CUSTOMERS}")
     removed["work rows"] += delete(f"DELETE FROM identity.review WHERE customer_id_a IN {GONE_CUSTOMERS}"
                                    f" OR customer_id_b IN {GONE_CUSTOMERS}")
+    # The people's records leave no trace the next run could follow from: it resolves everyone again.
+    removed["work rows"] += delete("DELETE FROM identity.resolved_keys WHERE record_hash IN"
+                                   " (SELECT hash(source, source_customer_id) FROM gone)")
+    con.execute("DELETE FROM identity.resolved")
     removed["quarantine rows"] = delete(
         'DELETE FROM ops.quarantine WHERE (load_id, "row") IN (SELECT load_id, "row" FROM gone_quarantine)')
     return removed

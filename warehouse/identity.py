@@ -26,11 +26,23 @@ rows), per link kind on the customers so far.
 Stable ids: a component keeps the id its records had; when components merge the oldest id
 survives; when one splits, the part with most records keeps the id and the others get new
 ids.  Both are logged in ``ops.identity_changes``.
+
+Only what changed is resolved again.  A customer's outcome depends only on the records of its
+connected component over every link (those a limit stops too), so after the first run the links
+are followed only from the source customers that changed (a record from a newer load, an id that
+appeared or went) and from every record sharing an identifier value with them before or after
+the change (``identity.resolved_keys`` keeps each record's values as last resolved, which also
+covers a value crossing ``max_records_per_identifier``), together with every record of those
+customers.  The rest keep their customers, links and review pairs.  Everything is resolved again
+on the first run, with a model, after an erasure, when identity.yaml or this module changed, or
+when the customer records were staged again from the whole lake; either way the outcome is the
+one a resolution of everything gives (tests/warehouse/test_identity_incremental.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -47,6 +59,11 @@ from warehouse.errors import StageError
 # limits (member ids per customer, records per customer) after the kinds before it.
 LINK_KINDS = ("member_id", "email", "phone+name", "phone+birth date", "name+birth date+city",
               "masked phone+name", "model")
+# Each record's identifier values, as ``identity.resolved_keys`` keeps them: hashed (the values are
+# personal data, and 11M rows of two hashes at 3M records are written in 1.0 s, 2.3 s with the
+# source ids as text); a collision only makes a run resolve more records again.
+RECORD_KEYS = """SELECT hash(n.source, n.source_customer_id) AS record_hash, hash(i.kind, i.key) AS key_hash
+                 FROM nodes n JOIN identifiers i USING (node)"""
 # Fields a model link may rest on; a masked phone and the city only ever support one.
 EVIDENCE = ["name", "birth date", "phone", "email local part"]
 
@@ -64,6 +81,8 @@ class IdentityResult:
     merged_by: dict[str, int] = field(default_factory=dict)  # customers absorbed by each link kind
     rejected_links: int = 0
     review_pairs: int = 0
+    resolved: int = 0             # source customers resolved this run (all of them when not incremental)
+    incremental: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -177,6 +196,77 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
     result.model_links = con.execute("SELECT count(*) FROM links WHERE kind = 'model'").fetchall()[0][0]
 
 
+def _resolution_definition(config: dict) -> str:
+    """A digest of the rules (identity.yaml) and of this module: when either changes, the next run
+    resolves everything again."""
+    text = json.dumps(config, sort_keys=True, default=str) + Path(__file__).read_text(encoding="utf-8")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _limit_to_affected(con: duckdb.DuckDBPyConnection, through: int) -> None:
+    """Keep in ``nodes``, ``node_members`` and ``links`` only the source customers whose outcome
+    can differ from the last resolution's; ``changed``: those whose records changed since (newer
+    than load ``through``, new, or gone), ``scope``: the source customers whose rows in
+    ``identity.node_customer``, ``identity.links`` and ``identity.review`` this run rewrites.
+
+    From the changed records and the records sharing one of their identifier values before or
+    after the change, the links (made or stopped by a limit) are followed until nothing new is
+    reached (a loop over steps, not rows).  What is left out is whole components of links that
+    kept every record and value they had, so the last run's customers there stand: each was
+    joined by links, and a link whose value changed has both ends among the records followed."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE changed AS
+        SELECT source, source_customer_id FROM stage.customer_records WHERE _load_id > {through}
+        UNION
+        SELECT source, source_customer_id FROM nodes ANTI JOIN identity.node_customer USING (source, source_customer_id)
+        UNION
+        SELECT source, source_customer_id FROM identity.node_customer ANTI JOIN nodes USING (source, source_customer_id);
+        -- The values of the records whose hash a changed record's has (a collision only adds some).
+        CREATE OR REPLACE TEMP TABLE changed_keys AS {RECORD_KEYS}
+        WHERE record_hash IN (SELECT hash(source, source_customer_id) FROM changed);
+        CREATE OR REPLACE TEMP TABLE touched AS  -- the changed records' identifier values, before and after
+        SELECT key_hash FROM identity.resolved_keys WHERE record_hash IN (SELECT hash(source, source_customer_id) FROM changed)
+        UNION
+        SELECT key_hash FROM changed_keys;
+        CREATE OR REPLACE TEMP TABLE frontier AS
+        SELECT node FROM nodes SEMI JOIN changed USING (source, source_customer_id)
+        UNION
+        SELECT node FROM identifiers WHERE hash(kind, key) IN (SELECT key_hash FROM touched);
+        CREATE OR REPLACE TEMP TABLE affected AS SELECT node FROM frontier""")
+    reached = True
+    while reached:  # each step adds records not reached before: it ends
+        reached = con.execute("""
+            CREATE OR REPLACE TEMP TABLE frontier AS
+            SELECT node FROM (
+                SELECT l.b AS node FROM links l SEMI JOIN frontier f ON f.node = l.a
+                UNION
+                SELECT l.a FROM links l SEMI JOIN frontier f ON f.node = l.b)
+            ANTI JOIN affected USING (node);
+            INSERT INTO affected SELECT node FROM frontier;
+            SELECT count(*) FROM frontier""").fetchall()[0][0]
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE scope AS
+        SELECT source, source_customer_id FROM nodes SEMI JOIN affected USING (node)
+        UNION ALL
+        SELECT source, source_customer_id FROM identity.node_customer ANTI JOIN nodes USING (source, source_customer_id);
+        CREATE OR REPLACE TEMP TABLE nodes AS SELECT * FROM nodes SEMI JOIN affected USING (node);
+        CREATE OR REPLACE TEMP TABLE node_members AS SELECT * FROM node_members SEMI JOIN affected USING (node);
+        CREATE OR REPLACE TEMP TABLE links AS SELECT * FROM links SEMI JOIN affected ON affected.node = links.a""")
+
+
+def _remember_resolution(con: duckdb.DuckDBPyConnection, definition: str, incremental: bool) -> None:
+    """``identity.resolved`` and ``identity.resolved_keys`` for the next run (after everything was
+    resolved: all of them; after an incremental run: the changed records' values, and those of any
+    record whose hash equals one of theirs, so that a collision loses nothing)."""
+    if incremental:
+        con.execute("""
+            DELETE FROM identity.resolved_keys WHERE record_hash IN (SELECT hash(source, source_customer_id) FROM changed);
+            INSERT INTO identity.resolved_keys SELECT * FROM changed_keys""")
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE identity.resolved_keys AS {RECORD_KEYS}")
+    _remember_built(con, "identity.resolved", definition)
+
+
 def _components(con: duckdb.DuckDBPyConnection, edges: str, out: str, max_iterations: int = 100) -> int:
     """``out(node, root)``: the smallest node of each connected component of the symmetric edge
     table ``edges(a, b)``, by iterated min-label propagation (a loop over iterations, not rows)."""
@@ -241,7 +331,6 @@ def _link_in_order(con: duckdb.DuckDBPyConnection, config: dict, result: Identit
             WHERE wa.root <> wb.root;
             UPDATE labels SET label = r.root FROM relabel r WHERE r.label = labels.label AND r.root <> r.label""")
         result.merged_by[kind] = con.execute("SELECT count(*) FROM relabel WHERE label <> root").fetchall()[0][0]
-    result.rejected_links = con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]
 
 
 def _merge_within_limits(con: duckdb.DuckDBPyConnection, max_size: int) -> int:
@@ -280,6 +369,8 @@ def _merge_within_limits(con: duckdb.DuckDBPyConnection, max_size: int) -> int:
 
 
 def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:
+    """Customer ids for the components of ``labels``; ``identity.node_customer`` rewritten where
+    it changed (for the source customers in ``scope`` only, when resolving incrementally)."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE components AS
         SELECT n.node, n.source, n.source_customer_id, l.label AS component, p.customer_id AS old_id
@@ -327,13 +418,15 @@ def _assign_stable_ids(con: duckdb.DuckDBPyConnection, run_id: str, result: Iden
         WHERE c.old_id IS NOT NULL AND c.old_id <> a.customer_id
           AND c.old_id NOT IN (SELECT unnest(won_ids) FROM kept WHERE component = a.component)
         GROUP BY a.customer_id""")
+    scoped = "SEMI JOIN scope USING (source, source_customer_id)" if result.incremental else ""
     # Only the rows whose customer changed are rewritten: deleting and inserting all 1.65M rows of
     # this keyed table at 1M customers made the run's commit take 21 s on a night that changed few.
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE node_ids AS
         SELECT c.node, c.source, c.source_customer_id, a.customer_id FROM components c JOIN assigned a USING (component);
         CREATE OR REPLACE TEMP TABLE nodes_left AS
-        SELECT * FROM identity.node_customer ANTI JOIN node_ids USING (source, source_customer_id, customer_id);
+        SELECT * FROM identity.node_customer {scoped}
+        ANTI JOIN node_ids USING (source, source_customer_id, customer_id);
         CREATE OR REPLACE TEMP TABLE nodes_joined AS
         SELECT source, source_customer_id, customer_id
         FROM node_ids ANTI JOIN identity.node_customer USING (source, source_customer_id, customer_id);
@@ -395,39 +488,71 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
     first run, a changed definition, a lake file changed or removed) all of them.
     """
     definition = hashlib.sha256(_golden_sql(config).encode()).hexdigest()[:16]
-    files = con.execute("""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
-                           FROM stage.staged_files WHERE "table" = 'customer_records'""").fetchone()[0]
-    built = con.execute("SELECT records_through, records_files FROM identity.golden_built WHERE definition = ?",
-                        [definition]).fetchall()
-    if built and set(built[0][1]) <= set(files):
+    through = _built_through(con, "identity.golden_built", definition)
+    if through is not None:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE golden_customers AS
             SELECT customer_id FROM customers_moved
             UNION
             SELECT m.customer_id FROM identity.node_customer m JOIN stage.customer_records r USING (source, source_customer_id)
-            WHERE r._load_id > {built[0][0]};
+            WHERE r._load_id > {through};
             DELETE FROM identity.golden WHERE customer_id IN (SELECT customer_id FROM golden_customers);
             INSERT INTO identity.golden {_golden_sql(config, "golden_customers")}""")
     else:
         con.execute(f"CREATE OR REPLACE TABLE identity.golden AS {_golden_sql(config)}"
                     " ORDER BY customer_id")
-    con.execute("""DELETE FROM identity.golden_built;
-                   INSERT INTO identity.golden_built
-                   SELECT ?, coalesce((SELECT max(_load_id) FROM stage.customer_records), -1), ?""", [definition, files])
+    _remember_built(con, "identity.golden_built", definition)
+
+
+def _staged_record_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The files the customer records were staged from, with the staging definition, size and time."""
+    return con.execute("""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
+                          FROM stage.staged_files WHERE "table" = 'customer_records'""").fetchone()[0]
+
+
+def _built_through(con: duckdb.DuckDBPyConnection, table: str, definition: str) -> int | None:
+    """The newest load of the customer records that ``table`` (``identity.golden_built`` or
+    ``identity.resolved``) says was last built with ``definition``, when the records were only
+    added to since (every file they were staged from then is still staged, unchanged); else None."""
+    built = con.execute(f"SELECT records_through, records_files FROM {table} WHERE definition = ?",
+                        [definition]).fetchall()
+    if built and set(built[0][1]) <= set(_staged_record_files(con)):
+        return built[0][0]
+    return None
+
+
+def _remember_built(con: duckdb.DuckDBPyConnection, table: str, definition: str) -> None:
+    con.execute(f"""DELETE FROM {table};
+                    INSERT INTO {table}
+                    SELECT ?, coalesce((SELECT max(_load_id) FROM stage.customer_records), -1), ?""",
+                [definition, _staged_record_files(con)])
 
 
 def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:
     """``identity.links``: the links inside each customer (what explain shows); ``identity.review``:
     scored pairs left apart (below the acceptance probability, or resting on support fields only)
-    and links a limit rejected, between records that ended up in different customers."""
+    and links a limit rejected, between records that ended up in different customers.  When
+    resolving incrementally, the rows of the source customers in ``scope`` are replaced (the links
+    added after the others, in their order), and every review row takes this run's id."""
     ends = "JOIN node_ids na ON na.node = x.a JOIN node_ids nb ON nb.node = x.b"  # the node's record and customer
-    con.execute(f"""
-        CREATE OR REPLACE TABLE identity.links AS
+    links = f"""
         SELECT na.customer_id, na.source AS source_a, na.source_customer_id AS source_customer_id_a,
                nb.source AS source_b, nb.source_customer_id AS source_customer_id_b, x.kind, x.probability
         FROM links x {ends}
         WHERE na.customer_id = nb.customer_id
-        ORDER BY 1, 2, 3, 4, 5""")
+        ORDER BY 1, 2, 3, 4, 5"""
+    if result.incremental:
+        con.execute(f"""
+            DELETE FROM identity.links
+            WHERE (source_a, source_customer_id_a) IN (SELECT source, source_customer_id FROM scope);
+            INSERT INTO identity.links {links}""")
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE identity.links AS {links}")
+    kept = f"""
+            UNION ALL
+            SELECT * REPLACE ({dialect.quote(run_id)} AS run_id) FROM identity.review r
+            ANTI JOIN scope s ON s.source = r.source_a AND s.source_customer_id = r.source_customer_id_a""" \
+        if result.incremental else ""
     con.execute(f"""
         CREATE OR REPLACE TABLE identity.review AS
         WITH candidates AS (
@@ -445,8 +570,10 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
         FROM candidates x {ends}
         WHERE na.customer_id <> nb.customer_id
         QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST, x.strength) = 1
-        ORDER BY x.probability DESC NULLS LAST, 2, 5""")
-    result.review_pairs = con.execute("SELECT count(*) FROM identity.review").fetchall()[0][0]
+        {kept}
+        ORDER BY probability DESC NULLS LAST, customer_id_a, customer_id_b""")
+    result.review_pairs, result.rejected_links = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reason LIKE '% link not made: %') FROM identity.review").fetchall()[0]
 
 
 def train_model(con: duckdb.DuckDBPyConnection, out: Path, memory_limit: str | None = None) -> dict:
@@ -475,13 +602,22 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path 
     con.execute("BEGIN")
     _build_nodes(con, config)
     result.capped_identifiers = _rule_links(con, config)
+    definition = _resolution_definition(config)
     if model is not None:
         _model_links(con, config, model, memory_limit, result)
+    elif (through := _built_through(con, "identity.resolved", definition)) is not None:
+        _limit_to_affected(con, through)
+        result.incremental = True
+    result.resolved = con.execute("SELECT count(*) FROM nodes").fetchall()[0][0]
     _link_in_order(con, config, result)
     _assign_stable_ids(con, run_id, result)
     failpoint("resolve_identities")
     _record_links(con, run_id, result)
     _golden_records(con, config)
+    if model is None:
+        _remember_resolution(con, definition, result.incremental)
+    else:  # the model's pairs reach across any limit on what is resolved: the next run resolves everything
+        con.execute("DELETE FROM identity.resolved")
     con.execute("COMMIT")
     result.source_customers, result.customers = con.execute(
         "SELECT count(*), count(DISTINCT customer_id) FROM identity.node_customer").fetchall()[0]
@@ -489,6 +625,6 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path 
         result.warnings.append(f"{result.capped_identifiers} identifier values are shared by more than "
                                f"{config['max_records_per_identifier']} source customers and did not link")
     if result.rejected_links:
-        result.warnings.append(f"{result.rejected_links} links were not made because the customer would exceed "
-                               "max_member_ids_per_customer or max_cluster_size (see ops.identity_review)")
+        result.warnings.append(f"{result.rejected_links} pairs of records were left apart because linking them would "
+                               "exceed max_member_ids_per_customer or max_cluster_size (see ops.identity_review)")
     return result

@@ -100,7 +100,12 @@ def test_forget_erases_people_from_every_layer_and_a_rerun_does_not_bring_them_b
         orders = con.execute("SELECT list(order_id) FROM analytics.orders o WHERE customer_id = ANY(?)"
                              " AND EXISTS (SELECT 1 FROM analytics.order_lines l WHERE l.order_id = o.order_id)",
                              [customers]).fetchone()[0]
+        hashed = con.execute("SELECT list(hash(source, source_customer_id)) FROM analytics.customer_source_ids"
+                             " WHERE customer_id = ANY(?)", [customers]).fetchone()[0]
     assert orders, "the people must have orders with lines"
+    with duckdb.connect(str(settings.work_db), read_only=True) as con:  # their identifier values, hashed
+        assert con.execute("SELECT count(*) FROM identity.resolved_keys WHERE record_hash = ANY(?)",
+                           [hashed]).fetchone()[0]
     assert runner.invoke(app, ["export", "--tag", "lifecycle_stage", "--value", "active"]).exit_code == 0
     assert all(c.encode() in settings.warehouse.read_bytes() for c in customers)
     listed = published_copy / "requests.csv"
@@ -134,6 +139,8 @@ def test_forget_erases_people_from_every_layer_and_a_rerun_does_not_bring_them_b
                                            " WHERE customer_id = ANY(?)", [customers]).fetchone()[0]
             found["campaigns"] = con.execute(f"SELECT count(*) FROM read_csv('{settings.exports}/campaigns/**/*.csv')"
                                              " WHERE customer_id = ANY(?)", [customers]).fetchone()[0]
+            found["work.identity.resolved_keys"] = con.execute(
+                "SELECT count(*) FROM work.identity.resolved_keys WHERE record_hash = ANY(?)", [hashed]).fetchone()[0]
             for table in ("work.stage.order_lines", "work.stage.order_copies", "wh.analytics.order_lines",
                           "wh.ops.order_copies"):  # keyed by order id, without a customer id
                 found[table] = con.execute(f"SELECT count(*) FROM {table} WHERE order_id = ANY(?)",

@@ -105,6 +105,15 @@ CREATE TABLE IF NOT EXISTS identity.golden_built (
     definition VARCHAR NOT NULL, records_through BIGINT NOT NULL, records_files VARCHAR[] NOT NULL
 );
 
+-- What identity resolution last resolved, in the same terms, and each source customer's
+-- identifier values as resolved then (hash(source, source_customer_id), hash(kind, value)): the
+-- next run resolves again only the source customers the changed records can touch
+-- (warehouse/identity.py).
+CREATE TABLE IF NOT EXISTS identity.resolved (
+    definition VARCHAR NOT NULL, records_through BIGINT NOT NULL, records_files VARCHAR[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity.resolved_keys (record_hash UBIGINT NOT NULL, key_hash UBIGINT NOT NULL);
+
 -- The links inside each customer of the last run (explain shows them) and the pairs left apart
 -- for review (warehouse/identity.py).
 CREATE TABLE IF NOT EXISTS identity.links (
