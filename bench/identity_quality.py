@@ -116,7 +116,7 @@ def _resolve(accept: float | None, truth: Path) -> dict:
     seconds = time.perf_counter() - started
     report = {"seconds": round(seconds, 2), "peak_rss_mib": peak_rss_mib(), "model_links": result.model_links,
               "merged_by": result.merged_by,
-              "review_pairs": result.review_pairs, "rejected_links": result.rejected_links,
+              "review_pairs": result.review_pairs, "pairs_limited": result.pairs_limited,
               **_quality(con, "identity.node_customer", truth)}
     con.close()
     return report

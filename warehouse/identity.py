@@ -32,8 +32,8 @@ connected component over every link (those a limit stops too), so after the firs
 are followed only from the source customers that changed (a record from a newer load, an id that
 appeared or went) and from every record sharing an identifier value with them before or after
 the change (``identity.resolved_keys`` keeps each record's values as last resolved, which also
-covers a value crossing ``max_records_per_identifier``), together with every record of those
-customers.  The rest keep their customers, links and review pairs.  Everything is resolved again
+covers a value crossing ``max_records_per_identifier``).  The rest keep their customers, links
+and review pairs.  Everything is resolved again
 on the first run, with a model, after an erasure, when identity.yaml or this module changed, or
 when the customer records were staged again from the whole lake; either way the outcome is the
 one a resolution of everything gives (tests/warehouse/test_identity_incremental.py).
@@ -79,7 +79,7 @@ class IdentityResult:
     capped_identifiers: int = 0
     model_links: int = 0          # pairs the model accepted (most confirm what the rules linked)
     merged_by: dict[str, int] = field(default_factory=dict)  # customers absorbed by each link kind
-    rejected_links: int = 0
+    pairs_limited: int = 0        # pairs in identity.review that a limit left apart
     review_pairs: int = 0
     resolved: int = 0             # source customers resolved this run (all of them when not incremental)
     incremental: bool = False
@@ -221,7 +221,7 @@ def _limit_to_affected(con: duckdb.DuckDBPyConnection, through: int) -> None:
         SELECT source, source_customer_id FROM nodes ANTI JOIN identity.node_customer USING (source, source_customer_id)
         UNION
         SELECT source, source_customer_id FROM identity.node_customer ANTI JOIN nodes USING (source, source_customer_id);
-        -- The values of the records whose hash a changed record's has (a collision only adds some).
+        -- The changed records' values now (and those of any record whose hash collides with theirs).
         CREATE OR REPLACE TEMP TABLE changed_keys AS {RECORD_KEYS}
         WHERE record_hash IN (SELECT hash(source, source_customer_id) FROM changed);
         CREATE OR REPLACE TEMP TABLE touched AS  -- the changed records' identifier values, before and after
@@ -572,7 +572,7 @@ def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityR
         QUALIFY row_number() OVER (PARTITION BY x.a, x.b ORDER BY x.probability DESC NULLS LAST, x.strength) = 1
         {kept}
         ORDER BY probability DESC NULLS LAST, customer_id_a, customer_id_b""")
-    result.review_pairs, result.rejected_links = con.execute(
+    result.review_pairs, result.pairs_limited = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE reason LIKE '% link not made: %') FROM identity.review").fetchall()[0]
 
 
@@ -624,7 +624,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, run_id: str, model: Path 
     if result.capped_identifiers:
         result.warnings.append(f"{result.capped_identifiers} identifier values are shared by more than "
                                f"{config['max_records_per_identifier']} source customers and did not link")
-    if result.rejected_links:
-        result.warnings.append(f"{result.rejected_links} pairs of records were left apart because linking them would "
+    if result.pairs_limited:
+        result.warnings.append(f"{result.pairs_limited} pairs of records were left apart because linking them would "
                                "exceed max_member_ids_per_customer or max_cluster_size (see ops.identity_review)")
     return result
