@@ -34,8 +34,8 @@ appeared or went) and from every record sharing an identifier value with them be
 the change (``identity.resolved_keys`` keeps each record's values as last resolved, which also
 covers a value crossing ``max_records_per_identifier``).  The rest keep their customers, links
 and review pairs.  Everything is resolved again
-on the first run, with a model, after an erasure, when identity.yaml or this module changed, or
-when the customer records were staged again from the whole lake; either way the outcome is the
+on the first run, with a model, after an erasure, when identity.yaml, this module or the DuckDB
+version changed, or when the customer records were staged again from the whole lake; either way the outcome is the
 one a resolution of everything gives (tests/warehouse/test_identity_incremental.py).
 """
 
@@ -197,10 +197,10 @@ def _model_links(con: duckdb.DuckDBPyConnection, config: dict, model: Path, memo
 
 
 def _resolution_definition(config: dict) -> str:
-    """A digest of the rules (identity.yaml) and of this module: when either changes, the next run
-    resolves everything again."""
+    """A digest of the rules (identity.yaml), of this module and of the DuckDB version (whose
+    ``hash`` made ``identity.resolved_keys``): when any changes, the next run resolves everything."""
     text = json.dumps(config, sort_keys=True, default=str) + Path(__file__).read_text(encoding="utf-8")
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{text}\nduckdb {duckdb.__version__}".encode()).hexdigest()[:16]
 
 
 def _limit_to_affected(con: duckdb.DuckDBPyConnection, through: int) -> None:
