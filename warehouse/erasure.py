@@ -216,7 +216,8 @@ def _erase_work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         removed["work rows"] += delete(f"DELETE FROM {table} WHERE customer_id IN {GONE_CUSTOMERS}")
     removed["work rows"] += delete(f"DELETE FROM identity.review WHERE customer_id_a IN {GONE_CUSTOMERS}"
                                    f" OR customer_id_b IN {GONE_CUSTOMERS}")
-    # The people's records leave no trace the next run could follow from: it resolves everyone again.
+    # Their hashed identifier values go too.  With their records gone, the next run has nothing to
+    # start from to find whom their absence touches, so it resolves everyone again.
     removed["work rows"] += delete("DELETE FROM identity.resolved_keys WHERE record_hash IN"
                                    " (SELECT hash(source, source_customer_id) FROM gone)")
     con.execute("DELETE FROM identity.resolved")
