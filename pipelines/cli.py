@@ -225,8 +225,6 @@ def forget(customer_ids: list[str] = typer.Argument(None, help="the customers to
             except StageError as exc:
                 raise StageError("forget", exc.problem, exc.fix) from exc
         targets += [find_customer(settings, e) for e in email or []]
-        if not targets:
-            raise StageError("forget", "no one to erase", "give CUSTOMER_IDs, --email or --customers FILE")
         result = erase(settings, targets, reason, requested_by)
     for erasure_id, customer_id, records in result.erasures:
         console.print(f"erasure {erasure_id}: {customer_id} ({records} source records) removed from every layer")

@@ -248,7 +248,7 @@ def _limit_to_affected(con: duckdb.DuckDBPyConnection, through: int) -> None:
         CREATE OR REPLACE TEMP TABLE scope AS
         SELECT source, source_customer_id FROM nodes SEMI JOIN affected USING (node)
         UNION ALL
-        SELECT source, source_customer_id FROM identity.node_customer ANTI JOIN nodes USING (source, source_customer_id);
+        SELECT source, source_customer_id FROM changed ANTI JOIN nodes USING (source, source_customer_id);  -- gone
         CREATE OR REPLACE TEMP TABLE nodes AS SELECT * FROM nodes SEMI JOIN affected USING (node);
         CREATE OR REPLACE TEMP TABLE node_members AS SELECT * FROM node_members SEMI JOIN affected USING (node);
         CREATE OR REPLACE TEMP TABLE links AS SELECT * FROM links SEMI JOIN affected ON affected.node = links.a""")

@@ -69,8 +69,8 @@ def write_tag_rows(con: duckdb.DuckDBPyConnection, table: str, rules: RuleSet, a
     con.execute(f"""CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {table} AS
                     SELECT *, DATE {dialect.quote(as_of.isoformat())} AS as_of
                     FROM ({tags_sql(rules, relation=features)})""")
-    applied = _overrides_applied_sql(rules, as_of, features, overrides)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE overrides_applied AS {applied}")
+    con.execute("CREATE OR REPLACE TEMP TABLE overrides_applied AS "
+                f"{_overrides_applied_sql(rules, as_of, features, overrides)}")
     applied = con.execute("SELECT count(*) FROM overrides_applied").fetchone()[0]
     if applied:
         con.execute(f"""
@@ -86,8 +86,8 @@ def _write_wide(con: duckdb.DuckDBPyConnection, rules: RuleSet, as_of: date, fea
     """``tags.customer_tags_wide``: one row per customer of ``features`` (in its order), one column
     per active tag, named by id, in id order: the rules' values from the expressions the tag rows
     are made of, then, when ``overridden``, for the customers an override applies to
-    (``overrides_applied``, left by :func:`write_tag_rows`), their values pivoted from the tag rows.  Pivoting all 25M tag rows took 3.2 to 4.5 s at the
-    performance issue's data."""
+    (``overrides_applied``, left by :func:`write_tag_rows`), their values pivoted from the tag
+    rows.  Pivoting all 25M tag rows took 3.2 to 4.5 s at the performance issue's data."""
     tags = sorted(rules.active_tags, key=lambda t: t.id)
     computed = exp.select("customer_id", exp.alias_(exp.cast(exp.Literal.string(as_of.isoformat()), "date"), "as_of"),
                           *(exp.alias_(tag_value_expression(t, rules.marketing_exclusion), t.id) for t in tags))
