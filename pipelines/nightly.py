@@ -213,8 +213,8 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
     copied = (f", starting from a copy of the last one ({published.copied_bytes >> 20} MiB, copied in "
               f"{published.copy_seconds:.1f} s during the run, {published.copy_wait_seconds:.1f} s of it waited for; "
               "it grows with the tag history kept)" if published.copied_bytes else "")
-    logger.info("published %s (%s, orders and order lines %s)%s", published.warehouse, record.status,
-                published.orders, copied)
+    logger.info("published %s (%s, orders and order lines %s, customers and their source ids %s)%s",
+                published.warehouse, record.status, published.orders, published.customers, copied)
     create_markdown_artifact(key="nightly-summary", markdown=_summary_markdown(record, published, data_docs_index(settings)),
                              description=f"tagwright nightly run for {day}")
     create_table_artifact(key="nightly-quality", table=_in_work_db(settings, lambda con: quality_summary(con, run_id)),
@@ -224,7 +224,8 @@ def nightly(as_of: str | None = None, full_rebuild: bool = False) -> dict:
             "stage_seconds": record.stage_seconds, "stage_cpu_seconds": record.stage_cpu_seconds,
             "stage_peak_rss_mib": record.stage_peak_rss_mib,
             "row_counts": record.row_counts,
-            "tables": published.tables, "published_orders": published.orders, "warnings": record.warnings,
+            "tables": published.tables, "published_orders": published.orders,
+            "published_customers": published.customers, "warnings": record.warnings,
             "publish_copy": {"copied_mib": published.copied_bytes >> 20, "copy_s": round(published.copy_seconds, 4),
                              "waited_s": round(published.copy_wait_seconds, 4)},
             "data_docs": str(data_docs_index(settings))}

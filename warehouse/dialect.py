@@ -30,13 +30,19 @@ MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**
                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
+def memory_bytes(limit: str) -> int | None:
+    """A DuckDB memory limit such as ``2GB`` or ``512MiB`` in bytes; None when it is not of that form."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", limit.lower())
+    if match is None or match.group(2) not in MEMORY_UNITS:
+        return None
+    return int(float(match.group(1)) * MEMORY_UNITS[match.group(2)])
+
+
 def memory_share(limit: str, share: float) -> str:
     """``share`` of a DuckDB memory limit such as ``2GB`` or ``512MiB``, as a limit DuckDB
     accepts; the limit itself when it is not of that form."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", limit.lower())
-    if match is None or match.group(2) not in MEMORY_UNITS:
-        return limit
-    return f"{int(float(match.group(1)) * MEMORY_UNITS[match.group(2)] * share)}B"
+    size = memory_bytes(limit)
+    return limit if size is None else f"{int(size * share)}B"
 
 
 def quote(text: str) -> str:

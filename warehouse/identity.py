@@ -53,6 +53,7 @@ import yaml
 from warehouse import dialect, identity_model
 from warehouse.faults import failpoint
 from warehouse.errors import StageError
+from warehouse.workdb import staged_files
 
 
 # Links are applied in this order, strongest first; each kind may only merge what respects the
@@ -504,19 +505,13 @@ def _golden_records(con: duckdb.DuckDBPyConnection, config: dict) -> None:
     _remember_built(con, "identity.golden_built", definition)
 
 
-def _staged_record_files(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The files the customer records were staged from, with the staging definition, size and time."""
-    return con.execute("""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
-                          FROM stage.staged_files WHERE "table" = 'customer_records'""").fetchone()[0]
-
-
 def _built_through(con: duckdb.DuckDBPyConnection, table: str, definition: str) -> int | None:
     """The newest load of the customer records that ``table`` (``identity.golden_built`` or
     ``identity.resolved``) says was last built with ``definition``, when the records were only
     added to since (every file they were staged from then is still staged, unchanged); else None."""
     built = con.execute(f"SELECT records_through, records_files FROM {table} WHERE definition = ?",
                         [definition]).fetchall()
-    if built and set(built[0][1]) <= set(_staged_record_files(con)):
+    if built and set(built[0][1]) <= set(staged_files(con, "customer_records")):
         return built[0][0]
     return None
 
@@ -525,7 +520,7 @@ def _remember_built(con: duckdb.DuckDBPyConnection, table: str, definition: str)
     con.execute(f"""DELETE FROM {table};
                     INSERT INTO {table}
                     SELECT ?, coalesce((SELECT max(_load_id) FROM stage.customer_records), -1), ?""",
-                [definition, _staged_record_files(con)])
+                [definition, staged_files(con, "customer_records")])
 
 
 def _record_links(con: duckdb.DuckDBPyConnection, run_id: str, result: IdentityResult) -> None:

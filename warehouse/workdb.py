@@ -19,3 +19,14 @@ def open_work_db(settings: Settings) -> duckdb.DuckDBPyConnection:
         con.execute("UPDATE ops.loads SET lake_path = ? || substr(lake_path, ?) WHERE starts_with(lake_path, ?)",
                     [str(new), len(str(old)) + 1, str(old)])
     return con
+
+
+def staged_files(con: duckdb.DuckDBPyConnection, table: str, catalog: str = "") -> list[str]:
+    """The lake files ``stage.<table>`` was staged from (``stage.staged_files``), each as its
+    staging definition, path, size and time.  What was built from the table keeps them: while
+    they are all still staged so, the table was only added to since (a new definition, a changed
+    or removed file, or a full rebuild restages it whole, under the same loads).  ``catalog``: the
+    work file's name where it is attached to another file."""
+    prefix = f"{catalog}." if catalog else ""
+    return con.execute(f"""SELECT coalesce(list(definition || ' ' || path || ' ' || bytes || ' ' || modified_ns), [])
+                           FROM {prefix}stage.staged_files WHERE "table" = ?""", [table]).fetchone()[0]

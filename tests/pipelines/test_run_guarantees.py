@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,26 +152,35 @@ def test_a_full_rebuild_lands_everything_again_and_publishes_the_same_tags(prefe
     assert statuses["superseded"] == statuses["validated"] + statuses["duplicate"]
 
 
-def test_orders_updated_in_place_are_the_orders_built_from_scratch(prefect_harness, sample_inbox, data_dir):
-    """A night publishes only the orders that changed into last night's tables; what it publishes
-    is what building them from the whole work file gives."""
+def test_orders_and_customers_updated_in_place_are_those_built_from_scratch(prefect_harness, sample_inbox,
+                                                                           data_dir):
+    """A night publishes only the orders and customers that changed into last night's tables; what
+    it publishes is what building them from the whole work file gives."""
     inbox = copy_inbox(sample_inbox, data_dir)
     held = data_dir.with_name("held")
     hold_back_newest_marketplace_export(inbox, held)
     picked_up = _hold_back_a_picked_up_order(inbox, held)
     nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
-    night_before = _published_orders(data_dir)
+    night_before = _published(data_dir)
     deliver_held_back(held, inbox)
     merged = _merge_two_web_buyers(inbox / "web")
 
-    assert nightly(as_of=AS_OF.isoformat())["published_orders"] == "updated"
-    updated = _published_orders(data_dir)
+    night = nightly(as_of=AS_OF.isoformat())
+    assert night["published_orders"] == night["published_customers"] == "updated"
+    updated = _published(data_dir)
     rebuilt = publish(Settings.from_env(), load_rules(), RunRecord(run_id="rebuilt", as_of=AS_OF, status="success"),
                       rebuild=True)
-    assert rebuilt.orders == "rebuilt"
-    assert _published_orders(data_dir) == updated
+    assert rebuilt.orders == rebuilt.customers == "rebuilt"
+    assert _published(data_dir) == updated
 
-    # What the night changed: the newest export's orders and re-exported ones refunded since,
+    # What the night changed: new customers (the newest export's new buyers), a customer gone (one
+    # of two merged buyers),
+    customers_before, customers_after = ({row[0] for row in n["customers"]} for n in (night_before, updated))
+    assert customers_after - customers_before and customers_before - customers_after
+    # whose source ids now have the other's customer id,
+    source_ids_before, source_ids_after = (set(n["customer_source_ids"]) for n in (night_before, updated))
+    assert source_ids_after - source_ids_before and source_ids_before - source_ids_after
+    # the newest export's orders and re-exported ones refunded since,
     before, after = set(night_before["orders"]), set(updated["orders"])
     assert after - before and before - after
     assert set(updated["order_lines"]) - set(night_before["order_lines"])
@@ -184,9 +195,27 @@ def test_orders_updated_in_place_are_the_orders_built_from_scratch(prefect_harne
     assert picked_up in customer_before and picked_up not in customer
 
 
-def _published_orders(data: Path) -> dict[str, list]:
+def test_what_a_night_cannot_update_in_place_is_published_afresh(prefect_harness, sample_inbox, data_dir,
+                                                                   monkeypatch):
+    """Another pseudonym key changes every customer's pseudonyms; a stage table staged again from
+    the whole lake (here: its files written again) may hold other values under the same loads."""
+    copy_inbox(sample_inbox, data_dir)
+    nightly(as_of=(AS_OF - timedelta(days=2)).isoformat())
+    monkeypatch.setenv("TAGWRIGHT_PII_KEY", "another-key")
+    night = nightly(as_of=(AS_OF - timedelta(days=1)).isoformat())
+    assert (night["published_orders"], night["published_customers"]) == ("updated", "rebuilt")
+    for lake_file in (data_dir / "restricted" / "lake").rglob("*.parquet"):
+        os.utime(lake_file, ns=(time.time_ns(), time.time_ns()))
+    night = nightly(as_of=AS_OF.isoformat())
+    assert night["published_orders"] == night["published_customers"] == "rebuilt"
+    assert nightly(as_of=AS_OF.isoformat())["published_customers"] == "updated"
+
+
+def _published(data: Path) -> dict[str, list]:
+    """The published tables a night updates in place."""
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
-        return {t: con.execute(f"SELECT * FROM analytics.{t} ORDER BY ALL").fetchall() for t in ("orders", "order_lines")}
+        return {t: con.execute(f"SELECT * FROM analytics.{t} ORDER BY ALL").fetchall()
+                for t in ("orders", "order_lines", "customers", "customer_source_ids")}
 
 
 def _hold_back_a_picked_up_order(inbox: Path, held: Path) -> tuple[str, str]:

@@ -4,7 +4,8 @@ Random source customers share identifier values drawn from small pools, so that 
 records per value, both limits per customer, merges and splits all happen; each night changes
 some records, adds some, and brings and takes away ids known from orders only.  Each night runs
 on the work file as the pipeline left it (incremental) and on a copy told to resolve everything,
-and every identity table must come out the same.
+and every identity table must come out the same.  The customers publishing updates in place from
+what identity changed are checked the same way, against customers published afresh.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 import duckdb
 import pytest
 
-from warehouse import identity
+from warehouse import dialect, identity, publish
 from warehouse.workdb import open_work_db
 
 RECORDS = """
@@ -140,3 +141,43 @@ def test_another_duckdb_version_resolves_everything_again(settings, monkeypatch)
             monkeypatch.setattr(duckdb, "__version__", "99.0.0")
         result, _ = _resolve(settings.work_db, f"r{load}")
         assert result.incremental == (load == 2), load
+
+
+def _publish_customers(settings, path) -> tuple[str, dict[str, list]]:
+    """Publish the customers and their source ids into the file at ``path`` as a night does: how
+    (updated | rebuilt), and the tables."""
+    with dialect.connect(path) as con:
+        dialect.attach(con, settings.work_db, "work")
+        con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops")
+        how = publish._find_changes(con, settings, date(2026, 1, 1), rebuild=False)
+        publish._keep_tables_updated_in_place(con, how)
+        publish._customers(con, settings, how["customers"])
+        publish._remember_published(con, settings, date(2026, 1, 1))
+        return how["customers"], {table: con.execute(f"SELECT * FROM analytics.{table} ORDER BY ALL").fetchall()
+                                  for table in ("customers", "customer_source_ids")}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_customers_published_in_place_equal_customers_published_afresh(settings, monkeypatch, seed):
+    """Night after night, customers merge, split, change and come and go: the published customers
+    updated with what can have changed are those published from the whole work file."""
+    config = identity.load_identity_config()
+    config.update(max_records_per_identifier=4, max_cluster_size=5)
+    monkeypatch.setattr(identity, "load_identity_config", lambda: config)
+    rng = random.Random(seed)
+    _create_stage(settings)
+    with open_work_db(settings) as con:  # the order tables publishing reads, empty
+        con.execute("""CREATE TABLE stage.order_versions (source VARCHAR, order_id VARCHAR, _load_id BIGINT);
+                       CREATE TABLE stage.order_lines AS FROM stage.order_versions""")
+    records, order_only = {}, set()
+    published, afresh = (settings.data_dir / name for name in ("published.duckdb", "afresh.duckdb"))
+    for load in range(1, 7):
+        with duckdb.connect(str(settings.work_db)) as con:
+            _night(con, rng, load, records, order_only)
+            identity.resolve_identities(con, f"r{load}")
+        afresh.unlink(missing_ok=True)
+        how, tables = _publish_customers(settings, published)
+        _, expected = _publish_customers(settings, afresh)
+        assert how == ("updated" if load > 1 else "rebuilt")
+        for table, rows in expected.items():
+            assert tables[table] == rows, f"seed {seed}, night {load}: analytics.{table} differs"
