@@ -33,10 +33,10 @@ are followed only from the source customers that changed (a record from a newer 
 appeared or went) and from every record sharing an identifier value with them before or after
 the change (``identity.resolved_keys`` keeps each record's values as last resolved, which also
 covers a value crossing ``max_records_per_identifier``).  The rest keep their customers, links
-and review pairs.  Everything is resolved again
-on the first run, with a model, after an erasure, when identity.yaml, this module or the DuckDB
-version changed, or when the customer records were staged again from the whole lake; either way the outcome is the
-one a resolution of everything gives (tests/warehouse/test_identity_incremental.py).
+and review pairs.  Everything is resolved again on the first run, with a model, after an
+erasure, when identity.yaml, this module or the DuckDB version changed, or when the customer
+records were staged again from the whole lake; either way the outcome is the one a resolution of
+everything gives (tests/warehouse/test_identity_incremental.py).
 """
 
 from __future__ import annotations

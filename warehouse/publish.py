@@ -140,8 +140,8 @@ PUBLISH_STATE = "ops.publish_state"
 UPDATED_IN_PLACE = {"orders": "order_versions", "order_lines": "order_lines", "customers": "customer_records"}
 
 
-def _find_changes(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date,
-                  rebuild: bool) -> dict[str, str]:
+def _find_changes(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date, rebuild: bool,
+                  definitions: dict[str, str]) -> dict[str, str]:
     """How the copy of the published file gets tonight's orders (with their lines) and customers
     (with their source ids): each ``"updated"`` in place with what can have changed since they
     were published, or ``"rebuilt"`` from the whole work file.
@@ -156,13 +156,12 @@ def _find_changes(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dat
     customer left or joined, and those with a record from a newer load (their golden record and
     source ids are built from nothing else).
 
-    Each is rebuilt on the first publish, with ``rebuild``, when its definition changed (the code,
-    the time zone; for customers the golden records' definition and the pseudonym key too), when
-    its stage table was staged again from the whole lake since (:func:`_published_state`), and
+    Each is rebuilt on the first publish, with ``rebuild``, when its definition changed
+    (``definitions``, from :func:`_definitions`), when its stage table was staged again from the whole lake since (:func:`_published_state`), and
     orders when as_of is earlier than the published one.
     """
-    orders = _published_state(con, ("orders", "order_lines"), _order_tables_definition(settings))
-    customers = _published_state(con, ("customers",), _customer_tables_definition(con, settings))
+    orders = _published_state(con, ("orders", "order_lines"), definitions)
+    customers = _published_state(con, ("customers",), definitions)
     how = {"orders": "updated" if orders and not rebuild and orders["orders"][0] <= as_of else "rebuilt",
            "customers": "updated" if customers and not rebuild else "rebuilt"}
     if "updated" not in how.values():
@@ -206,48 +205,47 @@ def _find_changes(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dat
     return how
 
 
-def _order_tables_definition(settings: Settings) -> str:
-    return hashlib.sha256((_orders_sql(settings, "as_of") + _order_lines_sql()).encode()).hexdigest()[:16]
-
-
-def _customer_tables_definition(con: duckdb.DuckDBPyConnection, settings: Settings) -> str:
-    """A digest of the customers' and their source ids' SQL, of the golden records' definition
-    (``identity.golden_built``) and of the pseudonym key (an HMAC of a constant: not the key)."""
+def _definitions(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict[str, str]:
+    """Per table updated in place, a digest of what its rows are built with: their SQL (with the
+    time zone); for customers also the golden records' definition (``identity.golden_built``) and
+    the pseudonym key (an HMAC of a constant: not the key)."""
+    orders = hashlib.sha256((_orders_sql(settings, "as_of") + _order_lines_sql()).encode()).hexdigest()[:16]
     golden = con.execute("SELECT list(definition) FROM work.identity.golden_built").fetchone()[0]
     key = hmac.new(pii_key(settings), b"tagwright publish state", "sha256").hexdigest()
-    return hashlib.sha256((_customers_sql() + _source_ids_sql() + str(golden) + key).encode()).hexdigest()[:16]
+    customers = hashlib.sha256((_customers_sql() + _source_ids_sql() + str(golden) + key).encode()).hexdigest()[:16]
+    return {"orders": orders, "order_lines": orders, "customers": customers}
 
 
 def _published_state(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...],
-                     definition: str) -> dict[str, tuple[date, int]] | None:
+                     definitions: dict[str, str]) -> dict[str, tuple[date, int]] | None:
     """(as_of, newest load) each of ``tables`` in the copy was published with, when they can be
-    updated in place: published with ``definition``, from stage tables only added to since (each
-    file they were staged from then is still staged, unchanged: a stage table staged again from the
-    whole lake holds other rows under the same loads).  Else None (also before the first publish,
-    and in a file published before the state kept the staged files)."""
+    updated in place: published with its definition in ``definitions``, from stage tables only
+    added to since (each file they were staged from then is still staged, unchanged: a stage table
+    staged again from the whole lake holds other rows under the same loads).  Else None (also
+    before the first publish, and in a file published before the state kept the staged files)."""
     if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database()"
                        " AND schema_name || '.' || table_name = ? AND column_name = 'staged_files'",
                        [PUBLISH_STATE]).fetchone()[0]:
         return None
     state = {}
-    for table, as_of, loads, files in con.execute(
-            f"SELECT published, as_of, loads_through, staged_files FROM {PUBLISH_STATE} WHERE definition = ?",
-            [definition]).fetchall():
-        if table in tables and set(files) <= set(staged_files(con, UPDATED_IN_PLACE[table], "work")):
+    for table, definition, as_of, loads, files in con.execute(
+            f"SELECT published, definition, as_of, loads_through, staged_files FROM {PUBLISH_STATE}").fetchall():
+        if table in tables and definition == definitions[table] \
+                and set(files) <= set(staged_files(con, UPDATED_IN_PLACE[table], "work")):
             state[table] = (as_of, loads)
     return state if set(state) == set(tables) else None
 
 
-def _remember_published(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: date) -> None:
+def _remember_published(con: duckdb.DuckDBPyConnection, as_of: date, definitions: dict[str, str]) -> None:
     """``ops.publish_state`` for the next night's :func:`_find_changes`."""
     con.execute(f"CREATE TABLE {PUBLISH_STATE} (published VARCHAR, definition VARCHAR, as_of DATE,"
                 " loads_through BIGINT, staged_files VARCHAR[])")
-    orders, customers = _order_tables_definition(settings), _customer_tables_definition(con, settings)
     for table, stage_table in UPDATED_IN_PLACE.items():
         con.execute(f"""
             INSERT INTO {PUBLISH_STATE}
-            SELECT $table, $definition, $as_of, max(_load_id), $files FROM work.stage.{stage_table} HAVING count(*) > 0""",
-                    {"table": table, "definition": customers if table == "customers" else orders, "as_of": as_of,
+            SELECT $table, $definition, $as_of, max(_load_id), $files
+            FROM work.stage.{stage_table} HAVING count(*) > 0""",
+                    {"table": table, "definition": definitions[table], "as_of": as_of,
                      "files": staged_files(con, stage_table, "work")})
 
 
@@ -380,7 +378,8 @@ def _customer_slices(con: duckdb.DuckDBPyConnection, memory_limit: str) -> list[
     night) there is one range: three would only scan three times."""
     limit = dialect.memory_bytes(memory_limit)
     rows = con.execute("""SELECT least((SELECT count(*) FROM analytics.customer_tags),
-                                       (SELECT count(*) FROM analytics.tag_history WHERE valid_to IS NULL))""").fetchone()[0]
+                                       (SELECT count(*) FROM analytics.tag_history WHERE valid_to IS NULL))"""
+                       ).fetchone()[0]
     slices = math.ceil(rows * COMPARED_TAG_ROW_BYTES / (limit / 2)) if limit else 1
     if slices <= 1:
         return ["true"]
@@ -514,7 +513,8 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         con = dialect.connect(building, settings.memory_limit)
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops;")
-        how = _find_changes(con, settings, as_of, rebuild)
+        definitions = _definitions(con, settings)
+        how = _find_changes(con, settings, as_of, rebuild, definitions)
         _keep_tables_updated_in_place(con, how)
         for table, columns in HISTORY_TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS analytics.{table} ({columns})")
@@ -524,7 +524,7 @@ def publish(settings: Settings, rules: RuleSet, record: RunRecord, copy: Warehou
         _tags(con, as_of)
         _history(con, as_of, settings.history_retention_days, settings.memory_limit)
         _ops(con, record)
-        _remember_published(con, settings, as_of)
+        _remember_published(con, as_of, definitions)
         tables = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM {s}."{t}"').fetchone()[0]
                   for s, t in con.execute("SELECT schema_name, table_name FROM duckdb_tables()"
                                           " WHERE database_name = current_database() ORDER BY 1, 2").fetchall()}

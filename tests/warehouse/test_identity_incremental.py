@@ -149,10 +149,11 @@ def _publish_customers(settings, path) -> tuple[str, dict[str, list]]:
     with dialect.connect(path) as con:
         dialect.attach(con, settings.work_db, "work")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics; CREATE SCHEMA IF NOT EXISTS ops")
-        how = publish._find_changes(con, settings, date(2026, 1, 1), rebuild=False)
+        definitions = publish._definitions(con, settings)
+        how = publish._find_changes(con, settings, date(2026, 1, 1), False, definitions)
         publish._keep_tables_updated_in_place(con, how)
         publish._customers(con, settings, how["customers"])
-        publish._remember_published(con, settings, date(2026, 1, 1))
+        publish._remember_published(con, date(2026, 1, 1), definitions)
         return how["customers"], {table: con.execute(f"SELECT * FROM analytics.{table} ORDER BY ALL").fetchall()
                                   for table in ("customers", "customer_source_ids")}
 
