@@ -49,6 +49,9 @@ def _read_clean(raw: bytes, first_line: int, lines: int, nested_in_arrow: bool) 
         later = _timestamp_fields(table)  # first seen after the prefix
         if later:
             table = _parse(raw, as_text + later)
+        # pyarrow's parser passes bytes that are not UTF-8 on inside strings, which failed the
+        # connector's first text function with no file or line named: such a file is decoded below.
+        table.validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != lines:  # pyarrow skips blank lines; the line numbers would be wrong
@@ -102,6 +105,7 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None,
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise SourceError(path, f"bytes at offset {offset + exc.start} are not valid {encoding}",
+        line = first_line + raw.count(b"\n", 0, exc.start)
+        raise SourceError(path, f"line {line}: bytes at offset {offset + exc.start} are not valid {encoding}",
                           fix=f"re-export the file as {encoding}") from exc
     return _read_line_by_line(text, first_line)

@@ -12,6 +12,7 @@ one ``landed`` row in ``ops.loads``, waiting for validation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -81,36 +82,44 @@ def _land_file(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, 
                 message=f"same bytes as {earlier[0]}; skipped")
         result.duplicates.append(relative)
         return
-    lake_files = _LakeFiles(con, settings, run_id, connector.name, relative, checksum, size)
     ctx = connector.context(settings.timezone)
-    try:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-write") as writing:
+        lake_files = _LakeFiles(con, settings, run_id, connector.name, relative, checksum, size, writing)
         try:
-            for tables in connector.read_in_parts(path, ctx, settings.land_part_bytes):
-                lake_files.write(tables)
-        except PartsAbandoned as exc:
-            log.warning("%s is landed read whole: its parts cannot stand (%s)", relative, exc)
+            try:
+                for tables in connector.read_in_parts(path, ctx, settings.land_part_bytes):
+                    lake_files.write(tables)
+            except PartsAbandoned as exc:
+                log.warning("%s is landed read whole: its parts cannot stand (%s)", relative, exc)
+                lake_files.discard()
+                lake_files.write(connector.read(path, ctx))
+        except SourceError as exc:
             lake_files.discard()
-            lake_files.write(connector.read(path, ctx))
-    except SourceError as exc:
-        lake_files.discard()
-        log.error("cannot read %s: %s", relative, exc)
-        _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
-        result.failures.append(str(exc))
-        return
-    result.rows_landed += lake_files.close()
+            log.error("cannot read %s: %s", relative, exc)
+            _record(con, run_id, connector.name, relative, checksum, size, None, "failed", 0, message=str(exc))
+            result.failures.append(str(exc))
+            return
+        result.rows_landed += lake_files.close()
     result.files_landed += 1
 
 
 class _LakeFiles:
     """The lake files one inbox file is landed into, one per entity, written a part at a time,
-    each with its ``landed`` row in ops.loads."""
+    each with its ``landed`` row in ops.loads.
+
+    A part is written on the ``writing`` thread while the main thread takes the next from the
+    readers (the Parquet writer releases the GIL); the main thread used to write each part itself
+    and only then wait for the next (docs/performance-history.md, "Lake parts written on a
+    thread").  One part is written at a time, so memory holds one part more than before."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, source: str,
-                 relative: str, checksum: str, size: int) -> None:
+                 relative: str, checksum: str, size: int, writing: ThreadPoolExecutor) -> None:
         self.con, self.settings, self.run_id = con, settings, run_id
         self.source, self.relative, self.checksum, self.size = source, relative, checksum, size
         self.loads: dict[str, tuple[int, Path, pq.ParquetWriter]] = {}  # entity -> (load id, lake file, writer)
         self.rows: dict[str, int] = {}
+        self.writing = writing
+        self.written: Future | None = None  # the part being written
 
     def write(self, tables: dict[str, pa.Table]) -> None:
         for entity, table in tables.items():
@@ -129,12 +138,21 @@ class _LakeFiles:
             if not n:
                 continue
             values = (pa.scalar(self.source), pa.scalar(self.relative), pa.scalar(load_id, pa.int64()))
-            writer.write_table(pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)],
-                                                    schema=writer.schema))
+            rows = pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)], schema=writer.schema)
+            self._written()
+            self.written = self.writing.submit(writer.write_table, rows)
             self.rows[entity] += n
+
+    def _written(self) -> None:
+        """Wait for the part being written; its writer's error, if any, is raised here."""
+        written, self.written = self.written, None
+        if written is not None:
+            written.result()
 
     def discard(self) -> None:
         """Forget what was written: the files and their manifest rows."""
+        with contextlib.suppress(Exception):  # a write that failed: its file goes too
+            self._written()
         for load_id, lake_path, writer in self.loads.values():
             writer.close()
             lake_path.unlink()
@@ -144,6 +162,7 @@ class _LakeFiles:
 
     def close(self) -> int:
         """Finish the files and record their row counts; returns the rows landed."""
+        self._written()
         for entity, (load_id, _, writer) in self.loads.items():
             writer.close()
             self.con.execute("UPDATE ops.loads SET rows_in = ? WHERE load_id = ?", [self.rows[entity], load_id])

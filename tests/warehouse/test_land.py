@@ -76,3 +76,49 @@ def test_a_pos_export_is_landed_in_parts_or_again_whole_with_every_row_once(sett
         assert sorted(rows) == sorted(whole[entity].column("_row").to_pylist())
     warned = [r for r in caplog.records if "is landed read whole: its parts cannot stand" in r.getMessage()]
     assert len(warned) == (0 if case == "receipts together" else 1)
+
+
+def _events(first: int, count: int) -> bytes:
+    return "".join(f'{{"event_id": "e{i}", "user_id": "u{i % 7}", "type": "page_view", '
+                   f'"ts": "2025-01-04T10:00:00Z", "session_id": "s{i}"}}\n' for i in range(first, first + count)).encode()
+
+
+def test_a_file_that_fails_after_parts_were_written_leaves_nothing_landed(settings):
+    """Parts are written on a thread while the next is read: a part that cannot be read after
+    others were written still takes every written part of the file with it.  Its bytes that are
+    not UTF-8 sit inside a JSON string, which pyarrow's parser lets through: the error names the
+    file and line all the same."""
+    events = settings.inbox / "web" / "events.jsonl"
+    events.parent.mkdir(parents=True)
+    events.write_bytes(_events(0, 40) + b'{"event_id": "bad\xff"}\n' + _events(41, 10))
+    (settings.inbox / "web" / "users.jsonl").write_bytes(b'{"user_id": "u1", "updated_at": "2025-01-04T10:00:00Z"}\n')
+    settings = replace(settings, land_part_bytes=1000)
+    with closing(open_work_db(settings)) as con:
+        landed = land(con, settings, "r1")
+        loads = con.execute("SELECT file, entity, status, rows_in FROM ops.loads ORDER BY file").fetchall()
+    assert landed.files_landed == 1 and len(landed.failures) == 1
+    assert "events.jsonl" in landed.failures[0] and "line 41: bytes at offset" in landed.failures[0]
+    assert "are not valid utf-8" in landed.failures[0] and "re-export the file as utf-8" in landed.failures[0]
+    assert loads == [("web/events.jsonl", None, "failed", 0), ("web/users.jsonl", "customer_record", "landed", 1)]
+    assert [p.parent.name for p in (settings.lake / "raw" / "web").rglob("*.parquet")] == ["customer_record"]
+
+
+def test_a_part_the_lake_cannot_take_fails_the_landing(settings, monkeypatch):
+    """An error writing a part on the writing thread is raised, not lost with the thread."""
+    events = settings.inbox / "web" / "events.jsonl"
+    events.parent.mkdir(parents=True)
+    events.write_bytes(_events(0, 50))
+    writes = []
+
+    def write_table(writer, table, *args, **kwargs):
+        writes.append(table.num_rows)
+        if len(writes) == 2:
+            raise OSError("No space left on device")
+        return original(writer, table, *args, **kwargs)
+
+    original = pq.ParquetWriter.write_table
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+    settings = replace(settings, land_part_bytes=1000)
+    with closing(open_work_db(settings)) as con, pytest.raises(OSError, match="No space left on device"):
+        land(con, settings, "r1")
+    assert len(writes) >= 2
