@@ -145,7 +145,8 @@ def check_schema_drift(connector: Connector, scratch: Path) -> None:
 
 
 def check_bad_files(connector: Connector, scratch: Path) -> None:
-    """Empty file, wrong encoding and a truncated last line fail or quarantine, naming the file."""
+    """Empty file, wrong encoding, a byte the encoding cannot hold and a truncated last line fail
+    or quarantine, naming the file."""
     path, spec = sample_files(connector)[0]
     empty = scratch / path.name
     empty.write_bytes(b"")
@@ -163,6 +164,15 @@ def check_bad_files(connector: Connector, scratch: Path) -> None:
     assert path.name in str(err.value)
 
     data = path.read_bytes()
+    if spec.format != "xlsx":  # a byte the encoding cannot hold, inside a value of the last line
+        last = data.rstrip(b"\n").rfind(b"\n") + 1
+        at = data.index(b'": "', last) + 4 if spec.format == "jsonl" else last + 1
+        stray = scratch / path.name
+        stray.write_bytes(data[:at] + b"\xff" + data[at:])
+        with pytest.raises(SourceError) as err:
+            read(connector, stray)
+        assert path.name in str(err.value) and f"not valid {connector.encoding}" in str(err.value)
+
     truncated = scratch / path.name
     truncated.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 12])
     try:
