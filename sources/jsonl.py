@@ -4,7 +4,9 @@ A clean file (every line one JSON object, no blank lines) is read by pyarrow in 
 pyarrow refuses the file (a truncated last line, a field that is a number on one line and text
 on another, a line that is not an object), it is read again line by line, so one bad line is
 quarantined with its line number, not fatal.  Both paths give the same frame: values as JSON
-has them, timestamps still text (the connector parses them), ``_row`` the line number.
+has them, timestamps still text (the connector parses them), ``_row`` the line number.  Bytes
+that are not valid in the file's encoding fail the file, naming the line (re-exporting it is the
+fix): that reading decodes the text first.
 """
 
 from __future__ import annotations
