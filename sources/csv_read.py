@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from sources.errors import SourceError
+from sources.errors import SourceError, undecodable
 
 
 def check_header(path: Path, names: list[str]) -> None:
@@ -78,8 +78,8 @@ def read_csv(path: Path, encoding: str) -> tuple[pd.DataFrame, bool]:
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise SourceError(path, f"bytes at offset {exc.start} are not valid {encoding}",
-                              fix=f"re-export the file as {encoding} or set the connector's encoding") from exc
+            raise undecodable(path, raw, exc, encoding,
+                              f"re-export the file as {encoding} or set the connector's encoding") from exc
         check_header(path, next(csv.reader(io.StringIO(text.lstrip("\ufeff")))))
         try:
             frame = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False, na_values=[""])

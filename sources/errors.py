@@ -15,6 +15,14 @@ class SourceError(Exception):
         super().__init__(f"{where}: {problem}. Fix: {fix}")
 
 
+def undecodable(path: Path | str, raw: bytes, exc: UnicodeDecodeError, encoding: str, fix: str, offset: int = 0,
+                first_line: int = 1) -> SourceError:
+    """The error for bytes of ``raw`` that ``encoding`` cannot decode, naming their line and byte
+    offset in the file (``raw`` starts at ``offset``, on line ``first_line``)."""
+    line = first_line + raw.count(b"\n", 0, exc.start)
+    return SourceError(path, f"line {line}: bytes at offset {offset + exc.start} are not valid {encoding}", fix=fix)
+
+
 class MappingError(Exception):
     """A connector's mapping.yaml is wrong; points at file:line:column and says the fix."""
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from sources.errors import SourceError
+from sources.errors import undecodable
 from sources.parts import Part, line_count
 
 
@@ -107,7 +107,5 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None,
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = first_line + raw.count(b"\n", 0, exc.start)
-        raise SourceError(path, f"line {line}: bytes at offset {offset + exc.start} are not valid {encoding}",
-                          fix=f"re-export the file as {encoding}") from exc
+        raise undecodable(path, raw, exc, encoding, f"re-export the file as {encoding}", offset, first_line) from exc
     return _read_line_by_line(text, first_line)
