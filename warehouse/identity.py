@@ -457,7 +457,7 @@ def _golden_sql(config: dict, customers: str | None = None) -> str:
     # A customer of one source record (most of them) takes it as it is: no ordering, no aggregate.
     # Only the columns read are carried, and each customer's records are counted by a GROUP BY:
     # a window count carried every column of every record (the JSON attributes too) through a
-    # sort, 1.3 s of 10 at 1M customers.
+    # sort: 10.0 s became 8.5 at the issue's data (and 6.6 without sorting the result, below).
     only = f"SEMI JOIN {customers} USING (customer_id)" if customers else ""
     return f"""
         WITH ranked AS (
