@@ -18,9 +18,11 @@ class SourceError(Exception):
 def undecodable(path: Path | str, raw: bytes, exc: UnicodeDecodeError, encoding: str, fix: str, offset: int = 0,
                 first_line: int = 1) -> SourceError:
     """The error for bytes of ``raw`` that ``encoding`` cannot decode, naming their line and byte
-    offset in the file (``raw`` starts at ``offset``, on line ``first_line``)."""
-    line = first_line + raw.count(b"\n", 0, exc.start)
-    return SourceError(path, f"line {line}: bytes at offset {offset + exc.start} are not valid {encoding}", fix=fix)
+    offset in the file (``raw`` starts at ``offset``, on line ``first_line``).  A codec that skips
+    a prefix (``utf-8-sig`` its byte-order mark) reports where the bytes are in what follows it."""
+    start = exc.start + len(raw) - len(exc.object)
+    line = first_line + raw.count(b"\n", 0, start)
+    return SourceError(path, f"line {line}: bytes at offset {offset + start} are not valid {encoding}", fix=fix)
 
 
 class MappingError(Exception):

@@ -99,7 +99,8 @@ def read_jsonl(path: Path, encoding: str = "utf-8", part: Part | None = None,
     """
     raw, first_line, offset = (part.data, part.first_line, part.offset) if part else (path.read_bytes(), 1, 0)
     if encoding.replace("-", "").lower() == "utf8" and raw and not raw.isspace():
-        raw = raw.removeprefix(b"\xef\xbb\xbf")
+        unmarked = raw.removeprefix(b"\xef\xbb\xbf")
+        raw, offset = unmarked, offset + len(raw) - len(unmarked)
         lines = part.rows if part else line_count(raw)
         frame = _read_clean(raw, first_line, lines, nested_in_arrow)
         if frame is not None:

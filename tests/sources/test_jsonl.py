@@ -49,3 +49,13 @@ def test_files_arrow_would_misread_take_the_line_by_line_path(tmp_path, content,
         assert frame["a"].tolist() == ["2026-01-01T00:00:00+08:00"]
     if b'"t"' in content:
         assert frame["a"].tolist() == [{"t": "2026-01-01T00:00:00Z"}]
+
+
+@pytest.mark.parametrize("mark", [b"", b"\xef\xbb\xbf"], ids=["no byte-order mark", "a byte-order mark"])
+def test_bytes_that_are_not_utf8_fail_the_file_naming_their_line_and_offset(tmp_path, mark):
+    path = tmp_path / "x.jsonl"
+    content = mark + b'{"a": "1"}\n{"a": "\xff"}\n'
+    path.write_bytes(content)
+    offset = content.index(b"\xff")
+    with pytest.raises(Exception, match=f"x.jsonl: line 2: bytes at offset {offset} are not valid utf-8"):
+        read_jsonl(path)
