@@ -53,14 +53,14 @@ def _size(report: dict, of: str = "customers") -> str:
 def table() -> str:
     results = _results("pipeline", key=lambda r: (r["customers"], r.get("volume", 1), r.get("accounts", 1),
                                                   not _local_prefect(r), r["measured_on"]))
-    machine = results[-1]["machine"]
-    lines = [f"Machine: {machine['cpus']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Python "
-             f"{machine['python']}, {machine['platform']}.", "",
+    machines = list(dict.fromkeys(_machine(r) for r in results))
+    lines = [f"Machine{'s' if len(machines) > 1 else ''} (each row names its CPU): "
+             + "; ".join(machines) + ".", "",
              "Full nightly, per stage: our wall seconds / the floor's (hand-written DuckDB SQL, bench/floors.py) "
              "= how many times the floor.", "",
              "| customers | source rows landed | " + " | ".join(STAGES) + " | stages total | floor total | x floor "
-             "| Prefect share | validation overhead | peak RSS MiB | DuckDB memory limit | measured |",
-             "| --- " * (len(STAGES) + 10) + "|"]
+             "| Prefect share | validation overhead | peak RSS MiB | DuckDB memory limit | measured | CPU |",
+             "| --- " * (len(STAGES) + 11) + "|"]
     for r in results:
         full = r["full"]
         cells = [f"{full['stages'][s]['wall_s']:.1f} / {full['stages'][s]['floor_s']:.2f} = "
@@ -68,17 +68,23 @@ def table() -> str:
         lines.append(f"| {_size(r)} | {full['stages']['land']['rows']:,} | " + " | ".join(cells)
                      + f" | {full['stages_total_s']:.1f} | {r['floor']['total_s']:.1f} | {r['full_over_floor']}x "
                        f"| {_prefect_share(r, full)} | {100 * r['validation_overhead']:.0f}% "
-                       f"| {full['peak_rss_mib']:.0f} | {r['memory_limit']} | {r['measured_on']} |")
+                       f"| {full['peak_rss_mib']:.0f} | {r['memory_limit']} | {r['measured_on']} "
+                       f"| {r['machine']['cpu']} |")
     lines += ["", "Incremental nightly (one new marketplace export, the next day):", "",
               "| customers | rows landed | " + " | ".join(STAGES) + " | stages total | flow wall | Prefect share "
-              "| peak RSS MiB |", "| --- " * (len(STAGES) + 6) + "|"]
+              "| peak RSS MiB | measured | CPU |", "| --- " * (len(STAGES) + 8) + "|"]
     for r in results:
         inc = r["incremental"]
         lines.append(f"| {_size(r)} | {inc['stages']['land']['rows']:,} | "
                      + " | ".join(f"{inc['stages'][s]['wall_s']:.1f}" for s in STAGES)
                      + f" | {inc['stages_total_s']:.1f} | {inc['flow_wall_s']:.1f} | {_prefect_share(r, inc)} "
-                       f"| {inc['peak_rss_mib']:.0f} |")
+                       f"| {inc['peak_rss_mib']:.0f} | {r['measured_on']} | {r['machine']['cpu']} |")
     return "\n".join(lines)
+
+
+def _machine(report: dict) -> str:
+    m = report["machine"]
+    return f"{m['cpus']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, {m['platform']}"
 
 
 def identity_table() -> str:
