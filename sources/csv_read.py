@@ -57,7 +57,7 @@ def _arrow_encoding(encoding: str) -> str:
     """The encoding to give pyarrow: UTF-8 with or without a byte-order mark is read by pyarrow
     itself (it skips the mark, and fails on bytes that are not UTF-8).  Named any other way,
     even ``utf-8-sig``, pyarrow decodes and encodes every block again through Python's codecs,
-    holding the GIL: 2.4 s of the 12.5 s a 653 MB marketplace export took to land."""
+    holding the GIL: about 2 s of the 12.3 s a 653 MB marketplace export took to land."""
     return "utf8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
 
 
