@@ -184,3 +184,10 @@ def test_names_keep_emoji_and_lose_control_characters():
     assert clean_text(pd.Series(["ab\x7f", " c\x1b", "E1 "])).tolist() == ["ab", "c", "E1"]  # ASCII only
     nothing = pd.Series([None, None], dtype="object", index=[4, 7])
     assert clean_text(nothing).equals(clean_text(pd.Series(["", None], index=[4, 7])))
+    # A tab inside a value stays; a control character is found in any chunk of the text and only
+    # in the rows a frame's slice holds (its bytes are scanned, not each value).
+    assert clean_text(pd.Series(["a\tb", "中"])).tolist() == ["a\tb", "中"]
+    chunked = pd.concat([pd.Series(["中"] * 3, dtype="str"), pd.Series(["文\x02"], dtype="str")], ignore_index=True)
+    assert clean_text(chunked).tolist() == ["中"] * 3 + ["文"]
+    sliced = pd.Series(["x\x01", "中", "文\x0b", "码"], dtype="str")
+    assert clean_text(sliced.iloc[1:2]).tolist() == ["中"] and clean_text(sliced.iloc[2:]).tolist() == ["文", "码"]
