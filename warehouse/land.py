@@ -122,6 +122,9 @@ class _LakeFiles:
         self.written: Future | None = None  # the part being written
 
     def write(self, tables: dict[str, pa.Table]) -> None:
+        """Hand the part's tables (one per entity) to the writing thread together, once the part
+        before them is written."""
+        writes = []
         for entity, table in tables.items():
             if entity not in self.loads:
                 lake_path = self.settings.lake / "raw" / self.source / entity / f"{self.checksum[:20]}.parquet"
@@ -138,10 +141,12 @@ class _LakeFiles:
             if not n:
                 continue
             values = (pa.scalar(self.source), pa.scalar(self.relative), pa.scalar(load_id, pa.int64()))
-            rows = pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)], schema=writer.schema)
-            self._written()
-            self.written = self.writing.submit(writer.write_table, rows)
+            writes.append((writer, pa.Table.from_arrays([*table.columns, *(pa.repeat(v, n) for v in values)],
+                                                        schema=writer.schema)))
             self.rows[entity] += n
+        if writes:
+            self._written()
+            self.written = self.writing.submit(_write_all, writes)
 
     def _written(self) -> None:
         """Wait for the part being written; its writer's error, if any, is raised here."""
@@ -168,6 +173,11 @@ class _LakeFiles:
             self.con.execute("UPDATE ops.loads SET rows_in = ? WHERE load_id = ?", [self.rows[entity], load_id])
             failpoint("land")
         return sum(self.rows.values())
+
+
+def _write_all(writes: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
+    for writer, rows in writes:
+        writer.write_table(rows)
 
 
 def _repetitive_columns(table: pa.Table) -> list[str]:
